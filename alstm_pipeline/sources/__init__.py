@@ -1,0 +1,27 @@
+"""Market-data sources: Parquet panels, per-instrument CSV folders, Qlib provider dirs.
+
+Pure (no Dagster): the raw_ohlcv asset calls ``open_source(path).read(...)`` and
+``Universe`` to decide which rows it stores. Every source yields the same frame:
+RAW_COLUMNS in Qlib's adjusted convention (semantics §1), validated (see ``validation``).
+"""
+
+from __future__ import annotations
+
+from .base import PRICE_COLUMNS, RAW_COLUMNS, Source, SourceDataError
+from .csv_dir import CsvDirSource
+from .detect import open_source
+from .parquet import ParquetSource
+from .qlib_provider import QlibProviderSource
+from .universe import Universe
+
+__all__ = [
+    "PRICE_COLUMNS",
+    "RAW_COLUMNS",
+    "CsvDirSource",
+    "ParquetSource",
+    "QlibProviderSource",
+    "Source",
+    "SourceDataError",
+    "Universe",
+    "open_source",
+]

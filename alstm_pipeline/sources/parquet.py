@@ -1,0 +1,153 @@
+"""Bars from one Parquet file or a folder of them (the shared panel, the bundled sample).
+
+Each file holds a panel: an ``instrument`` column plus the bar columns described in
+``bars.py``. ``date`` may be a date, a timestamp or ISO text (the panel has had both).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from .bars import BAR_COLUMNS, arrow_to_bars_frame, bars_to_raw, wanted_columns
+from .base import RAW_COLUMNS, SourceDataError, normalise_query, ranges_frame
+from .validation import finish_raw, parse_dates, require_columns
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+BATCH_ROWS = 262_144  # bounds the float64 intermediates of the adjustment; same speed as one slice
+
+
+class ParquetSource:
+    """A Parquet file, or a folder whose ``*.parquet`` files (any depth) together form the panel."""
+
+    kind = "parquet"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            self.files = sorted(p for p in self.path.rglob("*") if p.suffix in PARQUET_SUFFIXES and p.is_file())
+            if not self.files:
+                raise SourceDataError("folder holds no .parquet files", file=self.path)
+        else:
+            self.files = [self.path]
+        # Reading the footers up front turns a wrong file into an error at open time.
+        self._schemas = {file: _read_schema(file) for file in self.files}
+        self._columns = {file: _bar_columns(file, schema) for file, schema in self._schemas.items()}
+
+    def __repr__(self) -> str:
+        return f"ParquetSource({str(self.path)!r}, files={len(self.files)})"
+
+    def _read_batches(self, file: Path, names: Iterable[str], row_filter=None) -> Iterator[pd.DataFrame]:
+        """The file's rows in slices of BATCH_ROWS, columns renamed and dates as datetime64.
+
+        Slices keep the float64 intermediates of the adjustment to one slice at a time.
+        """
+        spelled = self._columns[file]
+        columns = [spelled[name] for name in names if name in spelled]
+        # Dictionary-decode the repetitive text columns: each code (and text date) is then
+        # handled once, not once per row.
+        schema = self._schemas[file]
+        repetitive = [
+            name for name in columns
+            if name in (spelled["instrument"], spelled["date"])
+            and (pa.types.is_string(schema.field(name).type) or pa.types.is_large_string(schema.field(name).type))
+        ]
+        file_format = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=repetitive))
+        try:
+            batches = ds.dataset(file, format=file_format).to_batches(
+                columns=columns, filter=row_filter, batch_size=BATCH_ROWS
+            )
+            for batch in batches:
+                yield arrow_to_bars_frame(pa.Table.from_batches([batch]))
+        except (pa.ArrowException, OSError) as error:
+            raise SourceDataError(f"cannot be read ({error})", file=file) from None
+
+    def _read_table(self, file: Path, names: Iterable[str]) -> pd.DataFrame:
+        """All rows of some columns of one file (small columns: dates, codes)."""
+        parts = list(self._read_batches(file, names))
+        return pd.concat(parts, ignore_index=True) if len(parts) != 1 else parts[0]
+
+    def _row_filter(self, file: Path, start, end, instruments: list[str] | None):
+        """Arrow predicate pushed into the Parquet reader: only matching row groups are decoded."""
+        schema = self._schemas[file]
+        spelled = self._columns[file]
+        conditions = []
+        instrument_type = schema.field(spelled["instrument"]).type
+        textual = pa.types.is_string(instrument_type) or pa.types.is_large_string(instrument_type)
+        if instruments is not None and textual:  # other code types are filtered after reading
+            conditions.append(ds.field(spelled["instrument"]).isin(instruments))
+        date_type = schema.field(spelled["date"]).type
+        comparable = pa.types.is_date(date_type) or (
+            pa.types.is_timestamp(date_type) and date_type.tz is None
+        )
+        if comparable:  # text or tz-aware dates are filtered after parsing instead
+            if start is not None:
+                conditions.append(ds.field(spelled["date"]) >= pa.scalar(start.to_pydatetime()).cast(date_type))
+            if end is not None:
+                # a timestamp on the end day at 16:00 still belongs to that day
+                last = (end + pd.Timedelta(days=1)).to_pydatetime()
+                conditions.append(ds.field(spelled["date"]) < pa.scalar(last).cast(date_type))
+        if not conditions:
+            return None
+        return functools.reduce(operator.and_, conditions)
+
+    def calendar(self) -> pd.DatetimeIndex:
+        """All dates present in any file, sorted."""
+        dates = [self._read_table(file, ["date"])["date"] for file in self.files]
+        unique = pd.concat(dates, ignore_index=True).drop_duplicates()
+        parsed = parse_dates(unique, np.full(len(unique), None), file=self.path)
+        return pd.DatetimeIndex(np.unique(parsed), name="date")
+
+    def instruments(self) -> list[str]:
+        """Instrument codes present in any file, sorted."""
+        codes: set[str] = set()
+        for file in self.files:
+            column = pq.read_table(file, columns=[self._columns[file]["instrument"]]).column(0)
+            codes.update(str(code) for code in pc.unique(column).to_pylist() if code is not None)
+        return sorted(codes)
+
+    def date_ranges(self) -> pd.DataFrame:
+        """Each instrument's first and last date over all files."""
+        parts = []
+        for file in self.files:
+            frame = self._read_table(file, ["instrument", "date"])
+            frame["date"] = parse_dates(frame["date"], frame["instrument"].to_numpy(), file=file)
+            extent = frame.groupby("instrument", sort=False, observed=True)["date"].agg(["min", "max"])
+            parts.append(extent.set_axis(extent.index.astype(str)))
+        ranges = pd.concat(parts).groupby(level=0).agg({"min": "min", "max": "max"})
+        return ranges_frame(ranges)
+
+    def read(self, start=None, end=None, instruments: Iterable[str] | None = None) -> pd.DataFrame:
+        """Validated raw_ohlcv rows; see ``Source.read``."""
+        start, end, wanted = normalise_query(start, end, instruments)
+        parts = []
+        for file in self.files:
+            for bars in self._read_batches(file, self._columns[file], self._row_filter(file, start, end, wanted)):
+                raw = bars_to_raw(bars, file=file, start=start, end=end)
+                if wanted is not None:
+                    raw = raw[raw["instrument"].isin(wanted)]
+                parts.append(raw)
+        return finish_raw(parts, RAW_COLUMNS, file=self.path)
+
+
+def _read_schema(file: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(file)
+    except (pa.ArrowException, OSError) as error:
+        raise SourceDataError(f"is not a readable Parquet file ({error})", file=file) from None
+
+
+def _bar_columns(file: Path, schema: pa.Schema) -> dict[str, str]:
+    """Normalised name -> the file's own spelling, for the columns a panel needs or may have."""
+    columns = wanted_columns(schema.names)
+    require_columns(columns, ("instrument", *BAR_COLUMNS), file=file)
+    return columns
