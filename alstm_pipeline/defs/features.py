@@ -1,0 +1,194 @@
+"""Features: Alpha158 and the label, per weekday, from raw_ohlcv in the warehouse."""
+
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from alstm_pipeline import quality
+from alstm_pipeline.defs.ingest import raw_ohlcv
+from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK, LABEL_LOOKAHEAD, WEEKDAYS, window_dates
+from alstm_pipeline.defs.resources import WarehouseResource
+from alstm_pipeline.features import (
+    ALPHA158_NAMES,
+    FEATURE_INPUTS,
+    LABEL_LOOKAHEAD_ROWS,
+    LOOKBACK_ROWS,
+    compute_alpha158,
+    compute_label,
+)
+from alstm_pipeline.warehouse import Warehouse
+
+# A column may be NaN on up to this share of a partition's rows: warm-up rows of new
+# listings (ROC60 needs 60 rows) and suspended days are NaN in Qlib too; more than this
+# means missing inputs, not warm-up.
+MAX_NAN_SHARE = 0.25
+
+ALPHA158_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("instrument", "VARCHAR"),
+        dg.TableColumn("date", "DATE"),
+        *[
+            dg.TableColumn(name, "REAL", description=f"Alpha158 {name}, reads {', '.join(FEATURE_INPUTS[name])}")
+            for name in ALPHA158_NAMES
+        ],
+    ]
+)
+ALPHA158_LINEAGE = dg.TableColumnLineage(
+    deps_by_column={
+        name: [dg.TableColumnDep(asset_key=raw_ohlcv.key, column_name=field) for field in FEATURE_INPUTS[name]]
+        for name in ALPHA158_NAMES
+    }
+)
+LABEL_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("instrument", "VARCHAR"),
+        dg.TableColumn("date", "DATE"),
+        dg.TableColumn("LABEL0", "REAL", description="Ref($close,-2)/Ref($close,-1)-1: close-to-close return from D+1 to D+2"),
+    ]
+)
+
+
+def read_raw_with_margin(
+    store: Warehouse, start: pd.Timestamp, end: pd.Timestamp, rows_before: int, rows_after: int
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Raw bars from ``rows_before`` trading days before ``start`` to ``rows_after`` trading
+    days after ``end``, and each instrument's last date in the whole table.
+
+    The last dates let the computation emit the NaN row of an instrument suspended on a
+    day of the range that trades again later (Qlib's series run from first to last date).
+    """
+    first = store.query(
+        "SELECT coalesce(min(date), ?) FROM (SELECT date FROM trading_calendar WHERE date < ? "
+        "ORDER BY date DESC LIMIT ?)",
+        [start.date(), start.date(), rows_before],
+    ).iloc[0, 0]
+    last = store.query(
+        "SELECT coalesce(max(date), ?) FROM (SELECT date FROM trading_calendar WHERE date > ? "
+        "ORDER BY date LIMIT ?)",
+        [end.date(), end.date(), rows_after],
+    ).iloc[0, 0]
+    raw = store.read_dates("raw_ohlcv", pd.Timestamp(first), pd.Timestamp(last))
+    last_dates = store.query("SELECT instrument, max(date) AS last FROM raw_ohlcv GROUP BY instrument")
+    return raw, pd.Series(pd.to_datetime(last_dates["last"]).values, index=last_dates["instrument"])
+
+
+def _in_range(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    return frame[(frame["date"] >= start) & (frame["date"] <= end)].reset_index(drop=True)
+
+
+FEATURE_CHECKS = [
+    dg.AssetCheckSpec("no_infinite_values", asset="alpha158_features", description="no ±inf in any feature"),
+    dg.AssetCheckSpec(
+        "nan_share_within_bounds",
+        asset="alpha158_features",
+        description=f"each column NaN on at most {MAX_NAN_SHARE:.0%} of rows (VWAP0 exempt when the source has no vwap)",
+    ),
+    dg.AssetCheckSpec(
+        "row_count_matches_raw",
+        asset="alpha158_features",
+        description="rows = raw rows of the days + NaN rows of instruments inside their span that did not trade",
+    ),
+]
+
+
+@dg.asset(
+    group_name="features",
+    kinds={"duckdb"},
+    partitions_def=WEEKDAYS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[dg.AssetDep(raw_ohlcv, partition_mapping=FEATURE_LOOKBACK), "trading_calendar"],
+    check_specs=FEATURE_CHECKS,
+    metadata={
+        "dagster/column_schema": ALPHA158_SCHEMA,
+        "dagster/column_lineage": ALPHA158_LINEAGE,
+        "dagster/table_name": "alpha158",
+    },
+)
+def alpha158_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Qlib's 158 Alpha158 features per (instrument, trading day): reads the raw days of the
+    range plus the 60 trading days before it (the longest window), never the whole history."""
+    start, end = window_dates(context)
+    store = warehouse.get()
+    raw, last_dates = read_raw_with_margin(store, start, end, LOOKBACK_ROWS, 0)
+    features = _in_range(compute_alpha158(raw, last_dates=last_dates), start, end)
+    rows = store.replace_date_range("alpha158", features, start, end)
+    context.log.info(f"alpha158 {start.date()}..{end.date()}: {rows} rows from {len(raw)} raw rows read")
+
+    values = features[ALPHA158_NAMES].to_numpy()
+    infinite = features.loc[np.isinf(values).any(axis=1), ["instrument", "date"]]
+    nan_share = pd.Series(np.isnan(values).mean(axis=0) if len(values) else 0.0, index=ALPHA158_NAMES)
+    exempt = ["VWAP0"] if raw["vwap"].isna().all() else []
+    too_sparse = nan_share.drop(exempt)[lambda share: share > MAX_NAN_SHARE]
+    # Every traded (instrument, day) must have its row, and every other row must be a
+    # day on which the instrument, inside its span, did not trade (a NaN-input row).
+    raw_days = _in_range(raw, start, end)[["instrument", "date"]]
+    matched = features[["instrument", "date"]].merge(raw_days, on=["instrument", "date"], how="inner")
+    suspended_rows = len(features) - len(matched)
+    missing_rows = len(raw_days) - len(matched)
+    checks = [
+        dg.AssetCheckResult(
+            check_name="no_infinite_values",
+            passed=infinite.empty,
+            metadata={"rows_with_inf": len(infinite), **({"rows": dg.MetadataValue.md(quality.as_markdown(infinite))} if len(infinite) else {})},
+        ),
+        dg.AssetCheckResult(
+            check_name="nan_share_within_bounds",
+            passed=too_sparse.empty,
+            metadata={
+                "worst_column": str(nan_share.drop(exempt).idxmax()) if len(values) else "",
+                "worst_share": float(nan_share.drop(exempt).max()) if len(values) else 0.0,
+                "columns_over_bound": ", ".join(too_sparse.index),
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name="row_count_matches_raw",
+            passed=missing_rows == 0,
+            metadata={"rows": rows, "raw_rows": len(raw_days), "suspended_rows": suspended_rows,
+                      "raw_rows_without_features": missing_rows},
+        ),
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "rows": rows,
+            "instruments": int(features["instrument"].nunique()),
+            "date_range": f"{start.date()}..{end.date()}",
+            "raw_rows_read": len(raw),
+            "suspended_rows": suspended_rows,
+            "preview": dg.MetadataValue.md(quality.as_markdown(features[["instrument", "date", *ALPHA158_NAMES[:8]]], 10)),
+        },
+        check_results=checks,
+    )
+
+
+@dg.asset(
+    group_name="features",
+    kinds={"duckdb"},
+    partitions_def=WEEKDAYS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[dg.AssetDep(raw_ohlcv, partition_mapping=LABEL_LOOKAHEAD), "trading_calendar"],
+    metadata={"dagster/column_schema": LABEL_SCHEMA, "dagster/table_name": "labels"},
+)
+def labels(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """LABEL0 of each (instrument, day) = the return from the close of D+1 to the close of
+    D+2 (semantics §4). Until D+2 is ingested the label of D is NaN, as Qlib gives at the
+    end of its data; the daily job re-materialises the day once its look-ahead arrives."""
+    start, end = window_dates(context)
+    store = warehouse.get()
+    raw, last_dates = read_raw_with_margin(store, start, end, 0, LABEL_LOOKAHEAD_ROWS)
+    label = _in_range(compute_label(raw, last_dates=last_dates), start, end)
+    rows = store.replace_date_range("labels", label, start, end)
+    last_ingested = store.query("SELECT max(date) FROM raw_ohlcv").iloc[0, 0]
+    days_after = store.query(
+        "SELECT count(*) FROM trading_calendar WHERE date > ?", [end.date()]
+    ).iloc[0, 0]
+    pending = int(days_after < LABEL_LOOKAHEAD_ROWS)
+    return dg.MaterializeResult(
+        metadata={
+            "rows": rows,
+            "labelled_rows": int(label["LABEL0"].notna().sum()),
+            "date_range": f"{start.date()}..{end.date()}",
+            "lookahead_complete": not pending,
+            "last_ingested_day": str(last_ingested),
+        }
+    )
