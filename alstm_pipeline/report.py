@@ -16,6 +16,6 @@ def print_summary(settings: Settings) -> None:
         if not store.table_exists(table):
             continue
         rows, instruments, first, last = store.query(
-            f'SELECT count(*), count(DISTINCT instrument), min(date), max(date) FROM "{table}"'
+            f'SELECT count(*), count(DISTINCT instrument), min(date)::DATE, max(date)::DATE FROM "{table}"'
         ).iloc[0]
         print(f"  {table:<20} {rows:>10,} rows  {instruments:>4} instruments  {first}..{last}")

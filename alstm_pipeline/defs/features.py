@@ -51,12 +51,13 @@ LABEL_SCHEMA = dg.TableSchema(
 
 def read_raw_with_margin(
     store: Warehouse, start: pd.Timestamp, end: pd.Timestamp, rows_before: int, rows_after: int
-) -> tuple[pd.DataFrame, pd.Series]:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw bars from ``rows_before`` trading days before ``start`` to ``rows_after`` trading
-    days after ``end``, and each instrument's last date in the whole table.
+    days after ``end``, and each instrument's first and last date in the whole table.
 
-    The last dates let the computation emit the NaN row of an instrument suspended on a
-    day of the range that trades again later (Qlib's series run from first to last date).
+    Qlib's series run from an instrument's first to its last date (semantics §1.1): the
+    span lets a slice tell "suspended on this day" (a NaN row) from "not listed yet" (no
+    row), so a day computed from the slice equals the full-history computation.
     """
     first = store.query(
         "SELECT coalesce(min(date), ?) FROM (SELECT date FROM trading_calendar WHERE date < ? "
@@ -69,8 +70,9 @@ def read_raw_with_margin(
         [end.date(), end.date(), rows_after],
     ).iloc[0, 0]
     raw = store.read_dates("raw_ohlcv", pd.Timestamp(first), pd.Timestamp(last))
-    last_dates = store.query("SELECT instrument, max(date) AS last FROM raw_ohlcv GROUP BY instrument")
-    return raw, pd.Series(pd.to_datetime(last_dates["last"]).values, index=last_dates["instrument"])
+    spans = store.query("SELECT instrument, min(date) AS first, max(date) AS last FROM raw_ohlcv GROUP BY instrument")
+    spans = spans.set_index("instrument")
+    return raw, spans.apply(pd.to_datetime)
 
 
 def _in_range(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -110,14 +112,14 @@ def alpha158_features(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     range plus the 60 trading days before it (the longest window), never the whole history."""
     start, end = window_dates(context)
     store = warehouse.get()
-    raw, last_dates = read_raw_with_margin(store, start, end, LOOKBACK_ROWS, 0)
-    features = _in_range(compute_alpha158(raw, last_dates=last_dates), start, end)
+    raw, spans = read_raw_with_margin(store, start, end, LOOKBACK_ROWS, 0)
+    features = _in_range(compute_alpha158(raw, first_dates=spans["first"], last_dates=spans["last"]), start, end)
     rows = store.replace_date_range("alpha158", features, start, end)
     context.log.info(f"alpha158 {start.date()}..{end.date()}: {rows} rows from {len(raw)} raw rows read")
 
-    values = features[ALPHA158_NAMES].to_numpy()
+    values = features[list(ALPHA158_NAMES)].to_numpy()
     infinite = features.loc[np.isinf(values).any(axis=1), ["instrument", "date"]]
-    nan_share = pd.Series(np.isnan(values).mean(axis=0) if len(values) else 0.0, index=ALPHA158_NAMES)
+    nan_share = pd.Series(np.isnan(values).mean(axis=0) if len(values) else 0.0, index=list(ALPHA158_NAMES))
     exempt = ["VWAP0"] if raw["vwap"].isna().all() else []
     too_sparse = nan_share.drop(exempt)[lambda share: share > MAX_NAN_SHARE]
     # Every traded (instrument, day) must have its row, and every other row must be a
@@ -175,8 +177,8 @@ def labels(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> d
     end of its data; the daily job re-materialises the day once its look-ahead arrives."""
     start, end = window_dates(context)
     store = warehouse.get()
-    raw, last_dates = read_raw_with_margin(store, start, end, 0, LABEL_LOOKAHEAD_ROWS)
-    label = _in_range(compute_label(raw, last_dates=last_dates), start, end)
+    raw, spans = read_raw_with_margin(store, start, end, 0, LABEL_LOOKAHEAD_ROWS)
+    label = _in_range(compute_label(raw, first_dates=spans["first"], last_dates=spans["last"]), start, end)
     rows = store.replace_date_range("labels", label, start, end)
     last_ingested = store.query("SELECT max(date) FROM raw_ohlcv").iloc[0, 0]
     days_after = store.query(
