@@ -1,0 +1,51 @@
+"""Qlib's ALSTM: network (§7.1), training loop (§7.2), prediction (§7.3), checkpoints. Pure torch."""
+
+from alstm_pipeline.model.checkpoint import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    build_card,
+    checkpoint_version,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from alstm_pipeline.model.checks import TrainingInputError
+from alstm_pipeline.model.config import (
+    BENCHMARK_PROFILE,
+    PROFILES,
+    QUICK_PROFILE,
+    TrainConfig,
+    profile_config,
+    resolve_device,
+)
+from alstm_pipeline.model.inference import predict
+from alstm_pipeline.model.network import ALSTMModel, parameter_count
+from alstm_pipeline.model.plots import plot_losses
+from alstm_pipeline.model.training import TrainResult, train_alstm
+
+__all__ = [
+    "ALSTMModel",
+    "BENCHMARK_PROFILE",
+    "CARD_FILE",
+    "CheckpointError",
+    "PROFILES",
+    "QUICK_PROFILE",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingInputError",
+    "WEIGHTS_FILE",
+    "build_card",
+    "checkpoint_version",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "parameter_count",
+    "plot_losses",
+    "predict",
+    "profile_config",
+    "resolve_device",
+    "save_checkpoint",
+    "train_alstm",
+]

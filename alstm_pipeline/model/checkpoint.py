@@ -1,0 +1,217 @@
+"""Model checkpoints: safetensors weights + a JSON card, one folder per version.
+
+Layout: ``<root>/<version>/model.safetensors`` and ``<root>/<version>/card.json``. A
+version is ``<UTC timestamp>-<first 8 hex of the weights' SHA-256>``, e.g.
+``20240105T093000Z-1a2b3c4d``: versions sort chronologically as plain strings, and the
+hash tells two models trained in the same second apart (and identical weights alike).
+No pickle: weights load with safetensors, the card is JSON; both files are written to a
+temporary name and renamed, so a killed run never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from alstm_pipeline.model.network import ALSTMModel, parameter_count
+
+if TYPE_CHECKING:
+    from alstm_pipeline.model.training import TrainResult
+
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or read; the message names the file."""
+
+
+def _cpu_state(model: ALSTMModel) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def weights_sha256(model: ALSTMModel) -> str:
+    """SHA-256 over the parameter names, shapes and bytes, in state_dict order."""
+    digest = hashlib.sha256()
+    for key, tensor in _cpu_state(model).items():
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def checkpoint_version(model: ALSTMModel, when: datetime | None = None) -> str:
+    """``YYYYMMDDTHHMMSSZ-<hash8>``: UTC time (now by default) + short hash of the weights."""
+    when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return f"{when:%Y%m%dT%H%M%SZ}-{weights_sha256(model)[:8]}"
+
+
+def code_version() -> str:
+    """Package version, plus the git commit when the package runs from a checkout."""
+    try:
+        version = metadata.version("alstm_pipeline")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"alstm_pipeline {version}" + (f" (git {commit})" if commit else "")
+
+
+def _json_number(value: float) -> float | None:
+    """Strict JSON has no NaN/inf: write them as null."""
+    return value if math.isfinite(value) else None
+
+
+def build_card(
+    result: TrainResult,
+    data_ranges: Mapping[str, object] | None = None,
+    code: str | None = None,
+    when: datetime | None = None,
+) -> dict[str, object]:
+    """The card of a training run: version, config, data ranges, losses per epoch, device,
+    timing, code version.
+
+    `data_ranges` is free-form and JSON-ready, e.g. ``{"train": ["2008-01-01", "2014-12-31"],
+    "valid": [...]}``; the sample counts are added from `result`. `when` (default now) dates
+    the version.
+    """
+    when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return {
+        "version": checkpoint_version(result.model, when),
+        "created_utc": when.isoformat(),
+        "config": result.config.to_dict(),
+        "data": {
+            **dict(data_ranges or {}),
+            "n_train_samples": result.n_train_samples,
+            "n_valid_samples": result.n_valid_samples,
+        },
+        "best_epoch": result.best_epoch,
+        "best_valid_loss": _json_number(result.best_valid_loss),
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "train_losses": [_json_number(v) for v in result.train_losses],
+        "valid_losses": [_json_number(v) for v in result.valid_losses],
+        "train_loss_source": result.train_loss_source,
+        "epoch_seconds": result.epoch_seconds,
+        "device": result.device,
+        "wall_seconds": result.wall_seconds,
+        "code_version": code if code is not None else code_version(),
+        "torch_version": torch.__version__,
+        "parameter_count": result.parameter_count,
+    }
+
+
+def _write_atomically(path: Path, write) -> None:
+    partial = path.with_name(path.name + ".partial")
+    write(partial)
+    os.replace(partial, path)
+
+
+def save_checkpoint(model: ALSTMModel, root: str | Path, card: Mapping[str, object]) -> Path:
+    """Write ``<root>/<version>/model.safetensors`` and ``card.json``; returns that folder.
+
+    The version is the card's ``version`` (build_card sets it) or, when absent, a fresh one
+    for now. The stored card also gets the model's architecture, parameter count and
+    weights hash, so `load_checkpoint` needs nothing else.
+    """
+    weights_hash = weights_sha256(model)
+    version = str(card.get("version") or checkpoint_version(model))
+    if not version.endswith("-" + weights_hash[:8]):
+        raise CheckpointError(
+            f"card version {version!r} does not end in this model's weights hash {weights_hash[:8]!r}: "
+            f"the card belongs to other weights"
+        )
+    folder = Path(root) / version
+    full_card = {
+        **dict(card),
+        "version": version,
+        "architecture": model.architecture(),
+        "parameter_count": parameter_count(model),
+        "weights_sha256": weights_hash,
+    }
+    try:
+        card_text = json.dumps(full_card, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{folder / CARD_FILE}: card is not plain JSON ({error})") from error
+    folder.mkdir(parents=True, exist_ok=True)
+    state = _cpu_state(model)
+    _write_atomically(folder / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    _write_atomically(folder / CARD_FILE, lambda p: p.write_text(card_text + "\n"))
+    return folder
+
+
+def _read_card(card_path: Path) -> dict[str, object]:
+    try:
+        card = json.loads(card_path.read_text())
+    except FileNotFoundError as error:
+        raise CheckpointError(f"{card_path}: checkpoint card is missing") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{card_path}: unreadable checkpoint card ({error})") from error
+    if not isinstance(card, dict) or not isinstance(card.get("architecture"), dict):
+        raise CheckpointError(f"{card_path}: checkpoint card has no 'architecture' entry")
+    return card
+
+
+def load_checkpoint(path: str | Path) -> tuple[ALSTMModel, dict[str, object]]:
+    """Read a checkpoint folder → (model in eval mode on the CPU, card).
+
+    A missing, truncated or corrupt file, weights of the wrong shape, or weights that do
+    not match the card's hash raise CheckpointError naming the file.
+    """
+    folder = Path(path)
+    card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
+    card = _read_card(card_path)
+    try:
+        model = ALSTMModel(**card["architecture"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{card_path}: bad architecture {card['architecture']} ({error})") from error
+    if not weights_path.exists():
+        raise CheckpointError(f"{weights_path}: weights file is missing")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{weights_path}: truncated or corrupt weights file ({error})") from error
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{weights_path}: weights do not fit the architecture in {CARD_FILE} ({error})"
+        ) from error
+    expected_hash = card.get("weights_sha256")
+    if expected_hash is not None and weights_sha256(model) != expected_hash:
+        raise CheckpointError(f"{weights_path}: weights do not match the hash recorded in {CARD_FILE}")
+    return model.eval(), card
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Version folders under `root` that hold a card, oldest first (versions sort by time)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / CARD_FILE).is_file())
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The newest version folder under `root`, or None when there is none."""
+    versions = list_checkpoints(root)
+    return versions[-1] if versions else None
