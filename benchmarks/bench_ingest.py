@@ -1,4 +1,5 @@
-"""Ingest benchmark: the whole shared panel into raw_ohlcv as one backfill run, then one day.
+"""Ingest benchmark: the whole shared panel into raw_ohlcv as one backfill run, then one
+incremental day of raw_ohlcv, and one incremental day of alpha158_features + labels.
 
     python benchmarks/bench_ingest.py [PANEL]   (default ../shared/data/sp500_daily.parquet)
 
@@ -54,7 +55,19 @@ def main() -> None:
     result = materialize_range(defs, "raw_ohlcv", day, day, instance)
     day_seconds = time.perf_counter() - began
     assert result.success
-    print(f"one incremental day ({day}): {day_seconds:.2f} s, peak RSS {peak_rss_mb():,.0f} MB")
+    print(f"one incremental raw_ohlcv day ({day}): {day_seconds:.2f} s")
+
+    # Features of one day read only their 60-day lookback from DuckDB, whatever the history.
+    materialize_range(defs, "trading_calendar", None, None, instance)
+    feature_day = keys[-3]  # a day whose two-day label look-ahead exists
+    for select in ("alpha158_features", "labels"):
+        began = time.perf_counter()
+        result = materialize_range(defs, select, feature_day, feature_day, instance)
+        seconds = time.perf_counter() - began
+        assert result.success
+        rows = int(store.query(f"SELECT count(*) FROM {'alpha158' if select.startswith('alpha') else 'labels'}").iloc[0, 0])
+        print(f"one incremental {select} day ({feature_day}, {rows} instruments) incl. DuckDB I/O and Dagster: {seconds:.2f} s")
+    print(f"peak RSS {peak_rss_mb():,.0f} MB")
 
 
 if __name__ == "__main__":

@@ -153,12 +153,17 @@ test_segment = segment_asset("test_segment", "2017-01-01", "", learn=False,
                              description="Test rows (DK_I): processed features and raw label of every row; the IC and backtest period.")
 
 
+def segment_bounds(store: Warehouse, name: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last day of a stored segment."""
+    bounds = store.query(f'SELECT start, "end" FROM "{name}_range"').iloc[0]
+    return pd.Timestamp(bounds["start"]), pd.Timestamp(bounds["end"])
+
+
 def read_segment(store: Warehouse, name: str):
     """The samples of a stored segment, windows as Qlib cuts them (§6)."""
     frame = store.query(f'SELECT * FROM "{name}" ORDER BY instrument, date')
     frame["date"] = pd.to_datetime(frame["date"])
-    bounds = store.query(f'SELECT start, "end" FROM "{name}_range"').iloc[0]
-    return build_samples(frame, bounds["start"], bounds["end"], read_calendar(store))
+    return build_samples(frame, *segment_bounds(store, name), read_calendar(store))
 
 
 class TrainingConfig(dg.Config):
@@ -177,22 +182,22 @@ class TrainingConfig(dg.Config):
 
 
 def train_config(config: TrainingConfig) -> TrainConfig:
-    base = TrainConfig.profile(config.profile)
-    return TrainConfig(
-        **{
-            **base.__dict__,
-            "n_epochs": config.n_epochs or base.n_epochs,
-            "early_stop": config.early_stop or base.early_stop,
-            "lr": config.lr,
-            "batch_size": config.batch_size,
-            "hidden_size": config.hidden_size,
-            "num_layers": config.num_layers,
-            "dropout": config.dropout,
-            "rnn_type": config.rnn_type,
-            "seed": None if config.seed < 0 else config.seed,
-            "device": config.device,
-        }
-    )
+    """The pure training config: the named profile with this run's overrides."""
+    overrides = {
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_layers,
+        "dropout": config.dropout,
+        "rnn_type": config.rnn_type,
+        "seed": None if config.seed < 0 else config.seed,
+        "device": config.device,
+    }
+    if config.n_epochs:
+        overrides["n_epochs"] = config.n_epochs
+    if config.early_stop:
+        overrides["early_stop"] = config.early_stop
+    return TrainConfig.profile(config.profile, **overrides)
 
 
 @dg.asset(group_name="model", kinds={"pytorch"}, deps=[train_segment, valid_segment])
@@ -215,9 +220,9 @@ def alstm_model(
             initial = load_checkpoint(previous)[0]
             context.log.info(f"warm start from {previous}")
     result = train_alstm(train, valid, settings, log=context.log.info, initial_model=initial)
-    ranges = {name: store.query(f'SELECT start, "end" FROM "{name}_range"').astype(str).iloc[0].to_dict()
+    ranges = {name.removesuffix("_segment"): [str(day.date()) for day in segment_bounds(store, name)]
               for name in ("train_segment", "valid_segment")}
-    card = result.card(settings, data_ranges=ranges, samples={"train": len(train), "valid": len(valid)})
+    card = result.card(data_ranges=ranges)
     directory = save_checkpoint(result.model, model_store.path(), card)
     png = plot_losses(card)
     (directory / "losses.png").write_bytes(png)
@@ -229,7 +234,8 @@ def alstm_model(
             "device": card["device"],
             "best_epoch": card["best_epoch"],
             "best_valid_loss": card["best_valid_loss"],
-            "epochs_run": len(card["train_loss"]),
+            "epochs_run": card["epochs_run"],
+            "stopped_early": card["stopped_early"],
             "wall_seconds": card["wall_seconds"],
             "card": dg.MetadataValue.json(json.loads(json.dumps(card, default=str))),
             "loss_curves": dg.MetadataValue.md(f"![losses](data:image/png;base64,{base64.b64encode(png).decode()})"),

@@ -18,6 +18,7 @@ from alstm_pipeline.defs.model import (
     read_alstm_features,
     read_calendar,
     read_normalizer,
+    segment_bounds,
     test_segment,
 )
 from alstm_pipeline.defs.partitions import WEEKDAYS, window_dates
@@ -99,11 +100,6 @@ def _empty_predictions() -> pd.DataFrame:
                          "score": pd.Series(dtype="float32"), "model_version": pd.Series(dtype=str)})
 
 
-def _test_range(store) -> tuple[pd.Timestamp, pd.Timestamp]:
-    bounds = store.query('SELECT start, "end" FROM test_segment_range').iloc[0]
-    return pd.Timestamp(bounds["start"]), pd.Timestamp(bounds["end"])
-
-
 @dg.asset(
     group_name="serving",
     kinds={"duckdb"},
@@ -136,7 +132,7 @@ def ic_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
 
     history = store.query("SELECT * FROM ic_daily ORDER BY date")
     history["date"] = pd.to_datetime(history["date"])
-    test_start, test_end = _test_range(store)
+    test_start, test_end = segment_bounds(store, "test_segment")
     in_test = history[(history["date"] >= test_start) & (history["date"] <= test_end)].set_index("date")
     summary = ic_summary(in_test["ic"], in_test["rank_ic"]) if len(in_test) > 1 else {}
     metadata: dict[str, object] = {"rows": rows, "days_pending_label": len(pending), "test_segment": f"{test_start.date()}..{test_end.date()}"}
@@ -162,7 +158,7 @@ def backtest_report(context: dg.AssetExecutionContext, config: BacktestConfig, w
     """Qlib's TopkDropout strategy over the test segment against an equal-weight benchmark
     of the universe, with Qlib's risk_analysis (sum mode, 238 days a year, semantics §9)."""
     store = warehouse.get()
-    test_start, test_end = _test_range(store)
+    test_start, test_end = segment_bounds(store, "test_segment")
     scores = store.query(
         "SELECT date, instrument, score FROM predictions WHERE date BETWEEN ? AND ? ORDER BY date, instrument",
         [test_start.date(), test_end.date()],
