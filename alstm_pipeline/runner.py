@@ -36,9 +36,14 @@ def materialize_range(
     last_key: str | None,
     instance: dg.DagsterInstance,
     run_config: dict | None = None,
+    log_level: str = "INFO",
 ) -> dg.ExecuteInProcessResult:
     """Run the assets chosen by ``select`` (Dagster selection syntax) once; partitioned
-    ones over ``first_key..last_key`` (a single-run backfill), the others once."""
+    ones over ``first_key..last_key`` (a single-run backfill), the others once.
+
+    The console shows ``log_level`` and above: INFO is each step's progress (one line per
+    asset, one per training epoch) without a DEBUG event for every partition.
+    """
     selection = parse_selection(select)
     job = dg.define_asset_job(RUN_JOB, selection=selection)
     job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(RUN_JOB)
@@ -51,5 +56,9 @@ def materialize_range(
     # sensor see whether this run recomputed features itself.
     keys = list(selection.resolve(defs.resolve_asset_graph()))
     return job_def.execute_in_process(
-        instance=instance, tags=tags, raise_on_error=False, asset_selection=keys, run_config=run_config
+        instance=instance,
+        tags=tags,
+        raise_on_error=False,
+        asset_selection=keys,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})},
     )

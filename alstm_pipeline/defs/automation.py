@@ -17,6 +17,7 @@ policy come from the environment (names below) so a deployment changes them with
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
@@ -88,7 +89,13 @@ def range_tags(first: str, last: str) -> dict[str, str]:
 
 
 def current_keys(when: datetime) -> list[str]:
-    return WEEKDAYS.get_partition_keys(current_time=when)
+    """Weekday partition keys up to the schedule's local date at ``when``.
+
+    Partition keys are dates; an evening run in New York is already the next day in UTC,
+    so "today" is taken in the schedules' time zone, not from the UTC clock.
+    """
+    today = when.astimezone(ZoneInfo(AUTOMATION.timezone)).strftime("%Y-%m-%d")
+    return [key for key in WEEKDAYS.get_partition_keys(current_time=when) if key <= today]
 
 
 @dg.schedule(job=daily_update_job, cron_schedule=AUTOMATION.daily_cron, execution_timezone=AUTOMATION.timezone,
