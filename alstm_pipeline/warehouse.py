@@ -68,6 +68,18 @@ class Warehouse:
         finally:
             connection.close()
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection whose statements commit together or not at all."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
     def table_exists(self, table: str) -> bool:
         if not self.path.exists():
             return False
@@ -100,34 +112,20 @@ class Warehouse:
                     f"partition range {start.date()}..{end.date()} being written"
                 )
         columns = ", ".join(f'"{name}" {duckdb_type(frame[name])}' for name in frame.columns)
-        with self.connect() as con:
+        with self.transaction() as con:
             con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({columns}, PRIMARY KEY ({", ".join(key)}))')
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(f'DELETE FROM "{table}" WHERE date BETWEEN ? AND ?', [start.date(), end.date()])
-                if len(frame):
-                    con.register("incoming_rows", frame)
-                    names = ", ".join(f'"{name}"' for name in frame.columns)
-                    con.execute(f'INSERT INTO "{table}" ({names}) SELECT {names} FROM incoming_rows')
-                    con.unregister("incoming_rows")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            con.execute(f'DELETE FROM "{table}" WHERE date BETWEEN ? AND ?', [start.date(), end.date()])
+            if len(frame):
+                con.register("incoming_rows", frame)
+                names = ", ".join(f'"{name}"' for name in frame.columns)
+                con.execute(f'INSERT INTO "{table}" ({names}) SELECT {names} FROM incoming_rows')
         return len(frame)
 
     def replace_table(self, table: str, frame: pd.DataFrame) -> int:
         """Replace the whole of an unpartitioned table by ``frame`` in one transaction."""
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.register("incoming_rows", frame)
-                con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM incoming_rows')
-                con.unregister("incoming_rows")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        with self.transaction() as con:
+            con.register("incoming_rows", frame)
+            con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM incoming_rows')
         return len(frame)
 
     def query(self, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:

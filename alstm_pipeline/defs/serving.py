@@ -144,6 +144,8 @@ def ic_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
 
 
 class BacktestConfig(dg.Config):
+    """TopkDropoutConfig's settings, editable in the launchpad (Qlib's YAML values)."""
+
     topk: int = 50
     n_drop: int = 5
     open_cost: float = 0.0005
@@ -175,9 +177,7 @@ def backtest_report(context: dg.AssetExecutionContext, config: BacktestConfig, w
     )
     for frame in (scores, prices):
         frame["date"] = pd.to_datetime(frame["date"])
-    settings = TopkDropoutConfig(topk=config.topk, n_drop=config.n_drop, open_cost=config.open_cost,
-                                 close_cost=config.close_cost, min_cost=config.min_cost, account=config.account)
-    result = run_topk_dropout(scores, prices, settings)
+    result = run_topk_dropout(scores, prices, TopkDropoutConfig(**config.model_dump()))
     store.replace_table("backtest_daily", result.daily)
     summary = backtest_summary(result)
     context.log.info(f"backtest {test_start.date()}..{test_end.date()}: {summary}")
