@@ -44,8 +44,8 @@ def test_daily_update_on_a_monday_reaches_back_over_the_weekend():
 def test_rolling_segments_end_at_the_last_labelled_day():
     segments = rolling_segments(pd.Timestamp("2021-04-16"), train_years=7, valid_years=2)
     assert segments == {
-        "train_segment": {"start": "2012-04-17", "end": "2019-04-16"},
-        "valid_segment": {"start": "2019-04-17", "end": "2021-04-16"},
+        "train_segment": {"start": "2012-04-17", "end": "2019-04-16", "handler_start": "2012-04-17"},
+        "valid_segment": {"start": "2019-04-17", "end": "2021-04-16", "handler_start": "2012-04-17"},
     }
 
 

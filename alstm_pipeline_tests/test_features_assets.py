@@ -1,4 +1,4 @@
-"""alpha158_features and labels through the Dagster assets match Qlib's golden values.
+"""Features, labels, normaliser and segments through the Dagster assets match Qlib's golden values.
 
 The golden Qlib provider directory is the source: raw_ohlcv is backfilled from it into a
 DuckDB file, features and labels are materialised as one range run, read back and
@@ -10,7 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from alstm_pipeline.dataset import ALSTM_FEATURES
+from alstm_pipeline.defs.model import read_segment
 from alstm_pipeline.features import ALPHA158_NAMES
 from alstm_pipeline_tests.pipeline import TestPipeline
 
@@ -86,3 +89,39 @@ def test_label_of_the_last_ingested_days_is_nan_until_its_lookahead_arrives(gold
     assert len(labels) > 0 and labels["LABEL0"].isna().all()
     events = golden_pipeline.materialization(result, "labels")  # one per weekday partition
     assert events and all(event.metadata["lookahead_complete"].value is False for event in events)
+
+
+def test_segment_assets_reproduce_qlib_processed_frame_and_windows(golden_pipeline, golden_dir):
+    """feature_normalizer → valid/test segments → windows, through the assets, on the
+    golden handler (2012-01-01..2016-12-30, fit 2012–2014, valid 2015, test 2016)."""
+    segment = {"handler_start": "2012-01-01"}
+    golden_pipeline.run(
+        "feature_normalizer,valid_segment,test_segment",
+        run_config={"ops": {
+            "feature_normalizer": {"config": {"fit_start": "2012-01-01", "fit_end": "2014-12-31"}},
+            "valid_segment": {"config": {**segment, "start": "2015-01-01", "end": "2015-12-31"}},
+            "test_segment": {"config": {**segment, "start": "2016-01-01", "end": "2016-12-30"}},
+        }},
+    )
+    store = golden_pipeline.warehouse
+    processed = pd.read_parquet(golden_dir / "alstm_processed.parquet")
+    processed["date"] = pd.to_datetime(processed["date"])
+    processed = processed.sort_values(["instrument", "date"], ignore_index=True)
+
+    test = store.query("SELECT * FROM test_segment ORDER BY instrument, date")
+    test["date"] = pd.to_datetime(test["date"])
+    expected = processed[processed["date"] >= test["date"].min()].reset_index(drop=True)
+    np.testing.assert_array_equal(test[list(ALSTM_FEATURES)].to_numpy(), expected[list(ALSTM_FEATURES)].to_numpy())
+    np.testing.assert_array_equal(test["LABEL0"].to_numpy(np.float32), expected["LABEL0_raw"].to_numpy(np.float32))
+
+    valid = store.query("SELECT * FROM valid_segment ORDER BY instrument, date")
+    valid["date"] = pd.to_datetime(valid["date"])
+    learn = processed.dropna(subset=["LABEL0_learn"])
+    learn = learn[(learn["date"] >= valid["date"].min()) & (learn["date"] <= pd.Timestamp("2015-12-31"))].reset_index(drop=True)
+    np.testing.assert_allclose(valid["LABEL0"].to_numpy(), learn["LABEL0_learn"].to_numpy(), rtol=1e-12)
+
+    golden = np.load(golden_dir / "ts_windows.npz", allow_pickle=False)
+    samples = read_segment(store, "test_segment")
+    position = {(str(d)[:10], i): k for k, (d, i) in enumerate(zip(samples.dates.astype("datetime64[D]"), samples.instruments))}
+    ids = torch.tensor([position[(d, i)] for d, i in zip(golden["date"], golden["instrument"])])
+    np.testing.assert_array_equal(samples.windows(ids).numpy(), golden["windows"][:, :, :20])

@@ -111,9 +111,10 @@ def rolling_segments(last_labelled: pd.Timestamp, train_years: int, valid_years:
     valid_start = last_labelled - pd.DateOffset(years=valid_years) + pd.Timedelta(days=1)
     train_start = valid_start - pd.DateOffset(years=train_years)
     day = lambda stamp: stamp.strftime("%Y-%m-%d")  # noqa: E731
+    # The train start is the handler start of both: windows never reach before it (§6).
     return {
-        "train_segment": {"start": day(train_start), "end": day(valid_start - pd.Timedelta(days=1))},
-        "valid_segment": {"start": day(valid_start), "end": day(last_labelled)},
+        "train_segment": {"start": day(train_start), "end": day(valid_start - pd.Timedelta(days=1)), "handler_start": day(train_start)},
+        "valid_segment": {"start": day(valid_start), "end": day(last_labelled), "handler_start": day(train_start)},
     }
 
 

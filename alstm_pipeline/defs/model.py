@@ -86,24 +86,36 @@ def read_normalizer(store: Warehouse) -> pd.DataFrame:
     return store.query("SELECT * FROM feature_normalizer")
 
 
+HANDLER_START_HELP = (
+    "first day any window may read (Qlib's handler start_time): windows of the first samples "
+    "after it are front-padded instead of reaching further back (semantics §6)"
+)
+
+
 class SegmentConfig(dg.Config):
     start: str = Field(description="first day of the segment")
     end: str = Field(default="", description="last day (inclusive); empty = the last day of the data")
+    handler_start: str = Field(default="2008-01-01", description=HANDLER_START_HELP)
 
 
-def build_segment(store: Warehouse, name: str, start: str, end: str, learn: bool) -> tuple[pd.DataFrame, dict]:
-    """The data-key frame of a segment from STEP_LEN days before ``start`` to ``end``:
-    processed features with the CSRankNorm'd label on labelled rows only (learn: train and
-    valid) or with the raw label on every row (infer: test), semantics §5.2."""
+def build_segment(
+    store: Warehouse, name: str, start: str, end: str, handler_start: str, learn: bool
+) -> tuple[pd.DataFrame, dict]:
+    """The data-key frame of a segment from STEP_LEN days before ``start`` (not before the
+    handler start) to ``end``: processed features with the CSRankNorm'd label on labelled
+    rows only (learn: train and valid) or with the raw label on every row (infer: test),
+    semantics §5.2 and §6."""
     calendar = read_calendar(store)
     start_day = pd.Timestamp(start)
     end_day = pd.Timestamp(end) if end else calendar[-1]
     inside = calendar[(calendar >= start_day) & (calendar <= end_day)]
     if inside.empty:
         raise ValueError(f"{name}: segment {start_day.date()}..{end_day.date()} holds no trading day; the data covers {_data_range(calendar)}")
-    first = history_start(calendar, start_day)
+    first = max(history_start(calendar, start_day), pd.Timestamp(handler_start))
     features = apply_normalizer(read_alstm_features(store, first, end_day), read_normalizer(store))
     label = store.read_dates("labels", first, end_day, columns="instrument, date, LABEL0")
+    # CSRankNorm ranks a day's labels across the universe's rows of that day (§5.1).
+    label = label[read_universe(store).mask(label)].reset_index(drop=True)
     frame = learn_frame(features, process_label(label)) if learn else infer_frame(features, label)
     in_segment = frame["date"] >= start_day
     if not in_segment.any():
@@ -129,6 +141,7 @@ def segment_asset(name: str, default_start: str, default_end: str, learn: bool, 
     class _Config(SegmentConfig):
         start: str = Field(default=default_start, description="first day of the segment")
         end: str = Field(default=default_end, description="last day (inclusive); empty = the last day of the data")
+        handler_start: str = Field(default="2008-01-01", description=HANDLER_START_HELP)
 
     _Config.__name__ = f"{name.title().replace('_', '')}Config"
 
@@ -136,7 +149,7 @@ def segment_asset(name: str, default_start: str, default_end: str, learn: bool, 
               metadata={"dagster/table_name": name}, description=description)
     def _segment(context: dg.AssetExecutionContext, config: _Config, warehouse: WarehouseResource) -> dg.MaterializeResult:
         store = warehouse.get()
-        frame, metadata = build_segment(store, name, config.start, config.end, learn)
+        frame, metadata = build_segment(store, name, config.start, config.end, config.handler_start, learn)
         store.replace_table(name, frame)
         store.replace_table(f"{name}_range", pd.DataFrame({"start": [pd.Timestamp(metadata["start"])], "end": [pd.Timestamp(metadata["end"])]}))
         context.log.info(f"{name}: {metadata['rows']} rows, {metadata['segment']}")
