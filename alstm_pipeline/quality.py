@@ -1,11 +1,14 @@
-"""Data-quality rules for raw bars, as pure functions returning the offending rows.
+"""Data-quality rules for raw bars and features, as pure functions.
 
-The Dagster asset checks on ``raw_ohlcv`` call these and show the rows they return, so a
-failing check says which instrument and date broke which rule.
+The Dagster asset checks on ``raw_ohlcv`` and ``alpha158_features`` call these and show
+the rows they return, so a failing check says which instrument and date broke which rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import pandas as pd
 
 # A day whose instrument count falls below this share of the previous trading day's is a
@@ -52,6 +55,28 @@ def instrument_count_collapses(counts: pd.Series, ratio: float = MIN_INSTRUMENT_
         {"date": counts.index[collapsed], "instruments": counts[collapsed].values,
          "previous_day_instruments": previous[collapsed].astype("int64").values}
     )
+
+
+def infinite_rows(features: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """(instrument, date) of rows holding ±inf in any of ``columns``."""
+    values = features[list(columns)].to_numpy()
+    return features.loc[np.isinf(values).any(axis=1), ["instrument", "date"]]
+
+
+def nan_shares(features: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """Share of NaN rows per column (0 for an empty frame)."""
+    if features.empty:
+        return pd.Series(0.0, index=list(columns))
+    return features[list(columns)].isna().mean()
+
+
+def feature_row_coverage(features: pd.DataFrame, traded: pd.DataFrame) -> tuple[int, int]:
+    """(suspended_rows, missing_rows): feature rows with no raw bar that day (an
+    instrument inside its span that did not trade, a NaN-input row as in Qlib), and raw
+    bars with no feature row (a bug: every traded day must have its features)."""
+    keys = ["instrument", "date"]
+    matched = len(features[keys].merge(traded[keys], on=keys, how="inner"))
+    return len(features) - matched, len(traded) - matched
 
 
 def as_markdown(rows: pd.DataFrame, limit: int = 20) -> str:

@@ -13,7 +13,6 @@ All three are RUNNING by default on a new instance. Times, time zone and retrain
 policy come from the environment (names below) so a deployment changes them without code.
 """
 
-
 import os
 from dataclasses import dataclass
 from datetime import datetime

@@ -1,8 +1,6 @@
 """Features: Alpha158 and the label, per weekday, from raw_ohlcv in the warehouse."""
 
-
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from alstm_pipeline import quality
@@ -117,36 +115,31 @@ def alpha158_features(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     rows = store.replace_date_range("alpha158", features, start, end)
     context.log.info(f"alpha158 {start.date()}..{end.date()}: {rows} rows from {len(raw)} raw rows read")
 
-    values = features[list(ALPHA158_NAMES)].to_numpy()
-    infinite = features.loc[np.isinf(values).any(axis=1), ["instrument", "date"]]
-    nan_share = pd.Series(np.isnan(values).mean(axis=0) if len(values) else 0.0, index=list(ALPHA158_NAMES))
-    exempt = ["VWAP0"] if raw["vwap"].isna().all() else []
-    too_sparse = nan_share.drop(exempt)[lambda share: share > MAX_NAN_SHARE]
-    # Every traded (instrument, day) must have its row, and every other row must be a
-    # day on which the instrument, inside its span, did not trade (a NaN-input row).
-    raw_days = _in_range(raw, start, end)[["instrument", "date"]]
-    matched = features[["instrument", "date"]].merge(raw_days, on=["instrument", "date"], how="inner")
-    suspended_rows = len(features) - len(matched)
-    missing_rows = len(raw_days) - len(matched)
+    infinite = quality.infinite_rows(features, ALPHA158_NAMES)
+    # VWAP0 is NaN everywhere when the source has no vwap, exactly as in Qlib (§1.3).
+    shares = quality.nan_shares(features, ALPHA158_NAMES).drop(["VWAP0"] if raw["vwap"].isna().all() else [])
+    too_sparse = shares[shares > MAX_NAN_SHARE]
+    traded = _in_range(raw, start, end)
+    suspended_rows, missing_rows = quality.feature_row_coverage(features, traded)
     checks = [
         dg.AssetCheckResult(
             check_name="no_infinite_values",
             passed=infinite.empty,
-            metadata={"rows_with_inf": len(infinite), **({"rows": dg.MetadataValue.md(quality.as_markdown(infinite))} if len(infinite) else {})},
+            metadata={"rows_with_inf": len(infinite), "rows": dg.MetadataValue.md(quality.as_markdown(infinite))},
         ),
         dg.AssetCheckResult(
             check_name="nan_share_within_bounds",
             passed=too_sparse.empty,
             metadata={
-                "worst_column": str(nan_share.drop(exempt).idxmax()) if len(values) else "",
-                "worst_share": float(nan_share.drop(exempt).max()) if len(values) else 0.0,
+                "worst_column": str(shares.idxmax()),
+                "worst_share": float(shares.max()),
                 "columns_over_bound": ", ".join(too_sparse.index),
             },
         ),
         dg.AssetCheckResult(
             check_name="row_count_matches_raw",
             passed=missing_rows == 0,
-            metadata={"rows": rows, "raw_rows": len(raw_days), "suspended_rows": suspended_rows,
+            metadata={"rows": rows, "raw_rows": len(traded), "suspended_rows": suspended_rows,
                       "raw_rows_without_features": missing_rows},
         ),
     ]

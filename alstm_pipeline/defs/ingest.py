@@ -1,6 +1,5 @@
 """Ingest: the universe, raw bars per weekday, and the trading calendar."""
 
-
 import dagster as dg
 import pandas as pd
 

@@ -1,6 +1,5 @@
 """Model: the fitted normaliser, the train/valid/test segments and the ALSTM model."""
 
-
 import base64
 import json
 

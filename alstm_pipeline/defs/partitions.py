@@ -6,7 +6,6 @@ mapping takes a weekday span wide enough to hold the trading days it needs, holi
 included; the assets then read exactly the trading days they use inside it.
 """
 
-
 import warnings
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """Dagster resources: the warehouse file and the market-data source, from settings."""
 
-
 from pathlib import Path
 
 import dagster as dg

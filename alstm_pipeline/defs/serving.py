@@ -1,6 +1,5 @@
 """Serving: daily scores from the current model, then IC and the TopkDropout backtest."""
 
-
 import base64
 
 import dagster as dg
