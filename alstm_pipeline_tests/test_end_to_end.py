@@ -109,3 +109,11 @@ def test_retraining_records_the_new_model_version(pipeline, full_run):
     pipeline.run("daily_predictions", "2016-06-30", "2016-06-30")
     new = pipeline.warehouse.query("SELECT DISTINCT model_version FROM predictions WHERE date = '2016-06-30'")
     assert len(new) == 1 and new.iloc[0, 0] != old
+
+
+def test_predicting_a_day_without_features_fails_and_names_the_day(pipeline, full_run):
+    # Runs last: it ingests a day beyond the range above.
+    pipeline.run("raw_ohlcv,trading_calendar", "2016-07-01", "2016-07-01")
+    error = pipeline.run_expecting_failure("daily_predictions", "2016-07-01", "2016-07-01")
+    assert "no alpha158 rows for 2016-07-01" in error
+    assert pipeline.warehouse.query("SELECT count(*) FROM predictions WHERE date = '2016-07-01'").iloc[0, 0] == 0
