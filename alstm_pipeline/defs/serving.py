@@ -73,8 +73,11 @@ def daily_predictions(
         store.replace_date_range("predictions", _empty_predictions(), start, end, key=("date", "instrument"))
         return dg.MaterializeResult(metadata={"rows": 0, "note": "no trading day in this range", "model_version": card["version"]})
     features = apply_normalizer(read_alstm_features(store, history_start(calendar, days[0]), days[-1]), read_normalizer(store))
-    if not (features["date"] >= days[0]).any():
-        raise dg.Failure(f"no alpha158 rows for {days[0].date()}..{days[-1].date()}: materialise alpha158_features for these days first")
+    # A trading day without features would silently get no scores: fail and name it.
+    missing = days.difference(pd.DatetimeIndex(features["date"].unique()))
+    if len(missing):
+        shown = ", ".join(str(day.date()) for day in missing[:10]) + (" …" if len(missing) > 10 else "")
+        raise dg.Failure(f"no alpha158 rows for {shown}: materialise alpha158_features for these days first")
     no_label = features[["instrument", "date"]].assign(LABEL0=np.nan)
     samples = build_samples(infer_frame(features, no_label), days[0], days[-1], calendar)
     scores = predict(model, samples)
@@ -143,14 +146,14 @@ def ic_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
 
 
 class BacktestConfig(dg.Config):
-    """TopkDropoutConfig's settings, editable in the launchpad (Qlib's YAML values)."""
+    """The TopkDropoutConfig settings a user edits in the launchpad; defaults are its own (Qlib's YAML)."""
 
-    topk: int = 50
-    n_drop: int = 5
-    open_cost: float = 0.0005
-    close_cost: float = 0.0015
-    min_cost: float = 5.0
-    account: float = 1e8
+    topk: int = TopkDropoutConfig.topk
+    n_drop: int = TopkDropoutConfig.n_drop
+    open_cost: float = TopkDropoutConfig.open_cost
+    close_cost: float = TopkDropoutConfig.close_cost
+    min_cost: float = TopkDropoutConfig.min_cost
+    account: float = TopkDropoutConfig.account
 
 
 @dg.asset(group_name="serving", kinds={"duckdb"}, deps=[daily_predictions, raw_ohlcv, test_segment],
