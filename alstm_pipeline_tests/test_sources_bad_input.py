@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 import shutil
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from alstm_pipeline.sources import SourceDataError, Universe, open_source
+from alstm_pipeline.sources import SourceDataError, SourceReport, Universe, open_source
 
 # A copy of what the panel's upstream really served for BF.B: an HTML error page.
 HTML_PAGE = """<!DOCTYPE html>
@@ -139,15 +140,27 @@ def test_error_message_has_the_documented_shape(tmp_path, bars):
     frame.loc[5, "volume"] = np.nan
     frame.to_parquet(tmp_path / "panel.parquet")
 
-    with pytest.raises(SourceDataError) as caught:
+    with pytest.raises(SourceReport) as caught:
         open_source(tmp_path / "panel.parquet").read()
 
     error = caught.value
+    path = tmp_path / "panel.parquet"
     assert str(error) == (
-        f"{tmp_path / 'panel.parquet'}: instrument AAPL, date 2015-03-09: "
-        "volume is missing (NaN); volume must be a number >= 0"
+        f"{path}: 1 problem:\n"
+        f"  {path}: instrument AAPL, date 2015-03-09: volume is missing (NaN); volume must be a number >= 0\n"
+        "Fix each problem listed above in the file it names (or remove that file from the source), "
+        "then run again; nothing was read."
     )
-    assert (error.instrument, error.date) == ("AAPL", "2015-03-09")
+    assert isinstance(error, SourceDataError)  # callers catching the old error still do
+    assert (error.file, error.instrument, error.date) == (str(path), "AAPL", "2015-03-09")
+    assert error.problems.to_dict("records") == [
+        {
+            "file": str(path),
+            "instrument": "AAPL",
+            "date": "2015-03-09",
+            "problem": "volume is missing (NaN); volume must be a number >= 0",
+        }
+    ]
 
 
 def test_zero_volume_and_inconsistent_ohlc_are_not_rejected_here(tmp_path, bars):
@@ -176,7 +189,7 @@ def test_duplicates_across_parquet_files_are_rejected(tmp_path, bars):
     bars.iloc[:25].to_parquet(folder / "a.parquet")
     bars.iloc[20:].to_parquet(folder / "b.parquet")  # IBM 2015-03-02..06 in both
 
-    with raises(r"panel: instrument IBM, date 2015-03-02: more than one row"):
+    with raises(r"panel: 5 problems:\n  instrument IBM, date 2015-03-02: more than one row.* \(in a\.parquet and b\.parquet\)"):
         open_source(folder).read()
 
 
@@ -271,7 +284,7 @@ def test_day_with_some_fields_nan_is_rejected(provider):
     values = np.fromfile(path, dtype="<f4")
     values[11] = np.nan  # KHC's 11th day (2015-07-20): open/high/low/volume stored, close not
     values.tofile(path)
-    with raises(r"khc: instrument KHC, date 2015-07-20: close is missing \(NaN\)"):
+    with raises(r"khc/close\.day\.bin: instrument KHC, date 2015-07-20: close is missing \(NaN\)"):
         open_source(provider).read()
 
 
@@ -326,3 +339,127 @@ def test_malformed_universe_file_names_the_line(tmp_path, text, problem):
 def test_universe_spans_must_not_run_backwards():
     with pytest.raises(ValueError, match=re.escape("universe span of X starts 2020-02-01 after it ends 2020-01-01")):
         Universe(pd.DataFrame({"instrument": ["X"], "start": ["2020-02-01"], "end": ["2020-01-01"]}))
+
+
+# --- one report of every bad input ---------------------------------------------------
+
+
+def test_several_bad_csv_files_are_all_named_in_one_report(tmp_path, bars):
+    folder = write_csv_folder(tmp_path / "csv", bars)  # AAPL.csv, IBM.csv: good
+    ibm = pd.read_csv(folder / "IBM.csv")
+    (folder / "BF.B.csv").write_text(HTML_PAGE)
+    ibm.drop(columns="close").to_csv(folder / "MSFT.csv", index=False)
+    bad_rows = ibm.astype({"close": object})
+    bad_rows.loc[[2, 3], "close"] = "0"
+    bad_rows.loc[7, "volume"] = -1
+    bad_rows.to_csv(folder / "KO.csv", index=False)
+    many = ibm.copy()
+    many.loc[0:7, "low"] = -1.0  # 8 bad rows: 5 shown, 3 counted
+    many.to_csv(folder / "XOM.csv", index=False)
+
+    with pytest.raises(SourceReport) as caught:
+        open_source(folder).read()
+
+    report = caught.value
+    message = str(report).splitlines()
+    assert message[0] == f"{folder}: 4 of 6 files have problems (13 problems):"
+    assert message[-1].startswith("Fix each problem listed above")
+    text = str(report)
+    assert "  BF.B.csv: is not a CSV of daily bars: it starts like an HTML/XML page" in text
+    assert "  MSFT.csv: missing required column(s) close" in text
+    assert "  KO.csv: 3 problems:\n    instrument KO, date 2015-03-04: close is 0.0; close must be a positive number\n" in text
+    assert "instrument KO, date 2015-03-11: volume is -1.0; volume must be a number >= 0" in text
+    assert "  XOM.csv: 8 problems:\n" in text and "    instrument XOM: 3 more problems not shown\n" in text
+    assert "AAPL.csv" not in text and "IBM.csv" not in text
+
+    assert report.total == 13 and report.files_checked == 6
+    assert [Path(file).name for file in report.bad_files] == ["BF.B.csv", "KO.csv", "MSFT.csv", "XOM.csv"]
+    counts = report.counts.assign(file=report.counts["file"].map(lambda f: Path(f).name))
+    assert counts.set_index("file")["problems"].to_dict() == {"BF.B.csv": 1, "KO.csv": 3, "MSFT.csv": 1, "XOM.csv": 8}
+    assert list(report.problems.columns) == ["file", "instrument", "date", "problem"]
+    assert len(report.problems) == 1 + 3 + 1 + 5  # the kept ones: at most 5 per file
+    xom = report.problems[report.problems["file"] == str(folder / "XOM.csv")]
+    assert xom["date"].tolist() == ["2015-03-02", "2015-03-03", "2015-03-04", "2015-03-05", "2015-03-06"]
+    assert report.metadata()["problems_total"] == 13
+    assert report.metadata()["problems"][0]["file"] == str(folder / "BF.B.csv")
+
+
+def test_parquet_folder_reports_every_file_and_every_instrument(tmp_path, bars):
+    folder = tmp_path / "panel"
+    folder.mkdir()
+    frame = bars.copy()
+    frame.loc[[1, 2], "close"] = np.nan  # AAPL
+    frame.loc[30, "open"] = -2.0  # IBM
+    frame.to_parquet(folder / "a.parquet")
+    bars.assign(date=pd.to_datetime(bars["date"]) + pd.Timedelta(days=60)).to_parquet(folder / "b.parquet")
+    (folder / "c.parquet").write_text(HTML_PAGE)
+
+    with pytest.raises(SourceReport) as caught:
+        open_source(folder)  # c.parquet's footer does not read: reported when opening
+    assert str(caught.value).splitlines()[:2] == [
+        f"{folder}: 1 of 3 files has problems (1 problem):",
+        "  c.parquet: is not a readable Parquet file (Parquet magic bytes not found in footer. "
+        "Either the file is corrupted or this is not a parquet file.)",
+    ]
+
+    (folder / "c.parquet").unlink()
+    with pytest.raises(SourceReport) as caught:
+        open_source(folder).read()
+    report = caught.value
+    assert str(report).splitlines()[:5] == [
+        f"{folder}: 1 of 2 files has problems (3 problems):",
+        "  a.parquet: 3 problems in 2 instruments:",
+        "    instrument AAPL, date 2015-03-03: close is missing (NaN); close must be a positive number",
+        "    instrument AAPL, date 2015-03-04: close is missing (NaN); close must be a positive number",
+        "    instrument IBM, date 2015-03-16: open is -2.0; open must be a positive number",
+    ]
+    assert report.counts[["instrument", "problems"]].values.tolist() == [["AAPL", 2], ["IBM", 1]]
+
+
+def test_a_file_wrong_on_every_row_makes_a_short_message(tmp_path, bars):
+    rows = 20_000
+    frame = pd.DataFrame(
+        {
+            "instrument": np.repeat([f"S{i:03d}" for i in range(100)], rows // 100),
+            "date": np.tile(pd.bdate_range("2000-01-03", periods=rows // 100), 100),
+            "open": 1.0, "high": 1.0, "low": 1.0, "close": -1.0, "volume": 1.0,
+        }
+    )
+    frame.to_parquet(tmp_path / "panel.parquet")
+
+    with pytest.raises(SourceReport) as caught:
+        open_source(tmp_path / "panel.parquet").read()
+
+    report = caught.value
+    assert report.total == rows
+    assert report.counts["problems"].tolist() == [rows // 100] * 100
+    assert len(report.problems) == 5 * 100  # bounded: 5 kept per instrument
+    lines = str(report).splitlines()
+    assert lines[0] == f"{tmp_path / 'panel.parquet'}: 20000 problems in 100 instruments:"
+    # 20 instruments shown (5 lines + a count each), then one line naming the other 80
+    assert len(lines) == 1 + 20 * 6 + 1 + 1
+    assert lines[6] == "  instrument S000: 195 more problems not shown"
+    assert lines[-2].startswith("  80 more instruments with 16000 problems: S020, S021,")
+
+
+def test_duplicate_rows_inside_one_csv_name_that_file(tmp_path, bars):
+    frame = bars.copy()
+    frame.loc[30, "date"] = frame.loc[29, "date"]
+    folder = write_csv_folder(tmp_path / "csv", frame)
+    with pytest.raises(SourceReport) as caught:
+        open_source(folder).read()
+    assert caught.value.problems.to_dict("records") == [
+        {
+            "file": str(folder / "IBM.csv"),
+            "instrument": "IBM",
+            "date": "2015-03-13",
+            "problem": "more than one row for this instrument and date",
+        }
+    ]
+
+
+def test_bad_values_outside_the_requested_dates_do_not_stop_a_read(tmp_path, bars):
+    frame = bars.copy()
+    frame.loc[27, "close"] = -1.0  # IBM 2015-03-11
+    frame.to_parquet(tmp_path / "panel.parquet")
+    assert len(open_source(tmp_path / "panel.parquet").read("2015-03-12", "2015-03-27")) == 2 * 12

@@ -3,11 +3,12 @@
 Pure (no Dagster): the raw_ohlcv asset calls ``open_source(path).read(...)`` and
 ``Universe`` to decide which rows it stores. Every source yields the same frame:
 RAW_COLUMNS in Qlib's adjusted convention (semantics §1), validated (see ``validation``).
+A read that finds bad input raises one ``SourceReport`` listing every problem.
 """
 
 from __future__ import annotations
 
-from .base import PRICE_COLUMNS, RAW_COLUMNS, Source, SourceDataError
+from .base import PRICE_COLUMNS, RAW_COLUMNS, Problem, Source, SourceDataError, SourceReport
 from .csv_dir import CsvDirSource
 from .detect import open_source
 from .parquet import ParquetSource
@@ -19,9 +20,11 @@ __all__ = [
     "RAW_COLUMNS",
     "CsvDirSource",
     "ParquetSource",
+    "Problem",
     "QlibProviderSource",
     "Source",
     "SourceDataError",
+    "SourceReport",
     "Universe",
     "open_source",
 ]

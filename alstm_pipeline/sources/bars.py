@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .base import PRICE_COLUMNS, RAW_COLUMNS, SourceDataError
+from .base import PRICE_COLUMNS, RAW_COLUMNS, Problems, SourceDataError
 from .validation import check_instruments, check_values, parse_dates, parse_numbers, require_columns
 
 BAR_COLUMNS = ("date", "open", "high", "low", "close", "volume")
@@ -60,24 +60,28 @@ def bars_to_raw(
     bars: pd.DataFrame,
     *,
     file,
+    problems: Problems,
     instrument: str | None = None,
     start: pd.Timestamp | None = None,
     end: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """Validated, adjusted raw_ohlcv rows (RAW_COLUMNS, not yet sorted) from one table.
+    """Adjusted raw_ohlcv rows (RAW_COLUMNS, not yet sorted) from one table.
 
     ``bars`` has normalised column names; ``instrument`` names all rows when the table has
     no ``instrument`` column (a per-symbol CSV). Rows outside [start, end] are dropped
     before the value checks, so a read of one month does not trip on another month.
+    Bad rows are recorded in ``problems`` and the rows still returned: the caller drops
+    the file's rows when it recorded anything. A table that cannot be used at all (a
+    required column missing, both adj_close and factor) raises ``SourceDataError``.
     """
     required = BAR_COLUMNS if instrument is not None else ("instrument", *BAR_COLUMNS)
     require_columns(bars.columns, required, file=file)
     if instrument is not None:
         codes = pd.Categorical.from_codes(np.zeros(len(bars), dtype=np.int8), categories=[instrument])
-        dates = parse_dates(bars["date"], codes, file=file)
+        dates = parse_dates(bars["date"], codes, file=file, problems=problems)
     else:
-        dates = parse_dates(bars["date"], bars["instrument"].array, file=file)
-        codes = check_instruments(bars["instrument"], dates, file=file)
+        dates = parse_dates(bars["date"], bars["instrument"].array, file=file, problems=problems)
+        codes = check_instruments(bars["instrument"], dates, file=file, problems=problems)
 
     keep = np.ones(len(bars), dtype=bool)
     if start is not None:
@@ -88,8 +92,10 @@ def bars_to_raw(
         bars, codes, dates = bars[keep], codes[keep], dates[keep]
 
     present = [name for name in (*BAR_COLUMNS[1:], *OPTIONAL_COLUMNS) if name in bars.columns]
-    values = {name: parse_numbers(bars[name], name, codes, dates, file=file) for name in present}
-    check_values(codes, dates, values, file=file)
+    values, not_numbers = {}, {}
+    for name in present:
+        values[name], not_numbers[name] = parse_numbers(bars[name], name, codes, dates, file=file, problems=problems)
+    check_values(codes, dates, values, file=file, problems=problems, reported=not_numbers)
     adjusted = adjust_to_qlib(values, file=file)
 
     return pd.DataFrame({"instrument": codes, "date": dates} | {name: adjusted[name] for name in RAW_COLUMNS[2:]})
@@ -107,14 +113,22 @@ def adjust_to_qlib(values: dict[str, np.ndarray], *, file) -> dict[str, np.ndarr
     out = {name: values[name] for name in (*PRICE_COLUMNS, "volume")}
     out["vwap"] = values.get("vwap", np.full(rows, np.nan))
     if has_adj_close:
-        # §1.2: f = adjclose / close; prices × f, volume ÷ f (float64, then one cast).
-        factor = values["adj_close"] / values["close"]
-        for name in (*PRICE_COLUMNS, "vwap"):
-            out[name] = out[name] * factor
-        out["volume"] = out["volume"] / factor
-        out["factor"] = factor
+        # Bad rows (zero or NaN close) are already recorded and the rows will not be
+        # returned; their arithmetic warnings would only add noise.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return _adjust_by_adj_close(values, out)
     elif has_factor:
         out["factor"] = values["factor"]
     else:
         out["factor"] = np.ones(rows)
+    return {name: np.asarray(column, dtype=np.float32) for name, column in out.items()}
+
+
+def _adjust_by_adj_close(values: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # §1.2: f = adjclose / close; prices × f, volume ÷ f (float64, then one cast).
+    factor = values["adj_close"] / values["close"]
+    for name in (*PRICE_COLUMNS, "vwap"):
+        out[name] = out[name] * factor
+    out["volume"] = out["volume"] / factor
+    out["factor"] = factor
     return {name: np.asarray(column, dtype=np.float32) for name, column in out.items()}

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from .bars import arrow_to_bars_frame, bars_to_raw, wanted_columns
-from .base import RAW_COLUMNS, SourceDataError, normalise_query, ranges_frame
+from .base import RAW_COLUMNS, Problems, SourceDataError, normalise_query, ranges_frame
 from .validation import finish_raw, parse_dates
 
 
@@ -41,36 +41,57 @@ class CsvDirSource:
         return sorted(self.files)
 
     def calendar(self) -> pd.DatetimeIndex:
-        """All dates present in any file, sorted."""
-        dates = [self._read_dates(code, file) for code, file in self.files.items()]
-        return pd.DatetimeIndex(np.unique(np.concatenate(dates)), name="date")
+        """All dates present in any file, sorted; every file with bad dates is reported at once."""
+        dates = self._all_dates()
+        return pd.DatetimeIndex(np.unique(np.concatenate(list(dates.values()))), name="date")
 
     def date_ranges(self) -> pd.DataFrame:
         """Each instrument's first and last date."""
-        rows = {}
-        for code, file in self.files.items():
-            dates = self._read_dates(code, file)
-            if len(dates):
-                rows[code] = {"min": dates.min(), "max": dates.max()}
+        rows = {code: {"min": days.min(), "max": days.max()} for code, days in self._all_dates().items() if len(days)}
         return ranges_frame(pd.DataFrame.from_dict(rows, orient="index", columns=["min", "max"]))
 
     def read(self, start=None, end=None, instruments: Iterable[str] | None = None) -> pd.DataFrame:
-        """Validated raw_ohlcv rows; see ``Source.read``."""
+        """Validated raw_ohlcv rows; see ``Source.read``.
+
+        Every file is checked; if any has problems, one ``SourceReport`` names them all.
+        """
         start, end, wanted = normalise_query(start, end, instruments)
         codes = self.instruments() if wanted is None else [code for code in wanted if code in self.files]
+        problems = Problems(self.path)
+        parts, part_files = [], []
         # One file after another: a thread pool measured no faster on 2 cores (the pandas
         # work per file holds the GIL; Arrow's parsing of a small file is the lesser part).
-        parts = [
-            bars_to_raw(read_bars_csv(self.files[code]), file=self.files[code], instrument=code, start=start, end=end)
-            for code in codes
-        ]
-        return finish_raw(parts, RAW_COLUMNS, file=self.path)
+        for code in codes:
+            file = self.files[code]
+            problems.files_checked += 1
+            before = len(problems)
+            try:
+                raw = bars_to_raw(read_bars_csv(file), file=file, problems=problems, instrument=code, start=start, end=end)
+            except SourceDataError as error:  # this file is unusable; go on to report the others
+                problems.add_error(error)
+                continue
+            if len(problems) == before:  # a bad file's rows are not kept: nothing is returned anyway
+                parts.append(raw)
+                part_files.append(file)
+        return finish_raw(parts, RAW_COLUMNS, file=self.path, problems=problems, part_files=part_files)
 
-    def _read_dates(self, code: str, file: Path) -> np.ndarray:
+    def _all_dates(self) -> dict[str, np.ndarray]:
+        problems = Problems(self.path)
+        dates = {}
+        for code, file in self.files.items():
+            problems.files_checked += 1
+            try:
+                dates[code] = self._read_dates(code, file, problems)
+            except SourceDataError as error:
+                problems.add_error(error)
+        problems.raise_if_any()
+        return dates
+
+    def _read_dates(self, code: str, file: Path, problems: Problems) -> np.ndarray:
         bars = read_bars_csv(file, only=("date",))
         if "date" not in bars.columns:
             raise SourceDataError("missing required column(s) date", file=file)
-        return parse_dates(bars["date"], np.full(len(bars), code, dtype=object), file=file)
+        return parse_dates(bars["date"], np.full(len(bars), code, dtype=object), file=file, problems=problems)
 
 
 def read_bars_csv(file: Path, only: Iterable[str] | None = None) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .bars import BAR_COLUMNS, arrow_to_bars_frame, bars_to_raw, wanted_columns
-from .base import RAW_COLUMNS, SourceDataError, normalise_query, ranges_frame
+from .base import RAW_COLUMNS, Problems, SourceDataError, normalise_query, ranges_frame
 from .validation import finish_raw, parse_dates, require_columns
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -39,9 +39,18 @@ class ParquetSource:
                 raise SourceDataError("folder holds no .parquet files", file=self.path)
         else:
             self.files = [self.path]
-        # Reading the footers up front turns a wrong file into an error at open time.
-        self._schemas = {file: _read_schema(file) for file in self.files}
-        self._columns = {file: _bar_columns(file, schema) for file, schema in self._schemas.items()}
+        # Reading the footers up front turns a wrong file into an error at open time,
+        # every wrong file of a folder in one report.
+        problems = Problems(self.path)
+        self._schemas, self._columns = {}, {}
+        for file in self.files:
+            problems.files_checked += 1
+            try:
+                self._schemas[file] = _read_schema(file)
+                self._columns[file] = _bar_columns(file, self._schemas[file])
+            except SourceDataError as error:
+                problems.add_error(error)
+        problems.raise_if_any()
 
     def __repr__(self) -> str:
         return f"ParquetSource({str(self.path)!r}, files={len(self.files)})"
@@ -102,10 +111,18 @@ class ParquetSource:
 
     def calendar(self) -> pd.DatetimeIndex:
         """All dates present in any file, sorted."""
-        dates = [self._read_table(file, ["date"])["date"] for file in self.files]
-        unique = pd.concat(dates, ignore_index=True).drop_duplicates()
-        parsed = parse_dates(unique, np.full(len(unique), None), file=self.path)
-        return pd.DatetimeIndex(np.unique(parsed), name="date")
+        problems = Problems(self.path)
+        dates = []
+        for file in self.files:
+            problems.files_checked += 1
+            try:
+                unique = self._read_table(file, ["date"])["date"].drop_duplicates()
+            except SourceDataError as error:
+                problems.add_error(error)
+                continue
+            dates.append(parse_dates(unique, None, file=file, problems=problems))
+        problems.raise_if_any()
+        return pd.DatetimeIndex(np.unique(np.concatenate(dates)), name="date")
 
     def instruments(self) -> list[str]:
         """Instrument codes present in any file, sorted."""
@@ -117,26 +134,51 @@ class ParquetSource:
 
     def date_ranges(self) -> pd.DataFrame:
         """Each instrument's first and last date over all files."""
+        problems = Problems(self.path)
         parts = []
         for file in self.files:
-            frame = self._read_table(file, ["instrument", "date"])
-            frame["date"] = parse_dates(frame["date"], frame["instrument"].to_numpy(), file=file)
+            problems.files_checked += 1
+            try:
+                frame = self._read_table(file, ["instrument", "date"])
+            except SourceDataError as error:
+                problems.add_error(error)
+                continue
+            frame["date"] = parse_dates(frame["date"], frame["instrument"].to_numpy(), file=file, problems=problems)
             extent = frame.groupby("instrument", sort=False, observed=True)["date"].agg(["min", "max"])
             parts.append(extent.set_axis(extent.index.astype(str)))
+        problems.raise_if_any()
         ranges = pd.concat(parts).groupby(level=0).agg({"min": "min", "max": "max"})
         return ranges_frame(ranges)
 
     def read(self, start=None, end=None, instruments: Iterable[str] | None = None) -> pd.DataFrame:
-        """Validated raw_ohlcv rows; see ``Source.read``."""
+        """Validated raw_ohlcv rows; see ``Source.read``.
+
+        Every file (and every instrument in it) is checked; if any has problems, one
+        ``SourceReport`` names them all.
+        """
         start, end, wanted = normalise_query(start, end, instruments)
-        parts = []
+        problems = Problems(self.path)
+        parts, part_files = [], []
         for file in self.files:
-            for bars in self._read_batches(file, self._columns[file], self._row_filter(file, start, end, wanted)):
-                raw = bars_to_raw(bars, file=file, start=start, end=end)
-                if wanted is not None:
-                    raw = raw[raw["instrument"].isin(wanted)]
-                parts.append(raw)
-        return finish_raw(parts, RAW_COLUMNS, file=self.path)
+            problems.files_checked += 1
+            before = len(problems)
+            mine = []
+            try:
+                for bars in self._read_batches(file, self._columns[file], self._row_filter(file, start, end, wanted)):
+                    try:
+                        raw = bars_to_raw(bars, file=file, problems=problems, start=start, end=end)
+                    except SourceDataError as error:  # e.g. both adj_close and factor: same in every slice
+                        problems.add_error(error)
+                        break
+                    if wanted is not None:
+                        raw = raw[raw["instrument"].isin(wanted)]
+                    mine.append(raw)
+            except SourceDataError as error:  # the file stopped reading part-way
+                problems.add_error(error)
+            if len(problems) == before:  # a bad file's rows are not kept: nothing is returned anyway
+                parts.extend(mine)
+                part_files.extend([file] * len(mine))
+        return finish_raw(parts, RAW_COLUMNS, file=self.path, problems=problems, part_files=part_files)
 
 
 def _read_schema(file: Path) -> pa.Schema:

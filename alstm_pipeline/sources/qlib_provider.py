@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .base import RAW_COLUMNS, SourceDataError, normalise_query, ranges_frame
+from .base import RAW_COLUMNS, Problems, SourceDataError, normalise_query, ranges_frame
 from .universe import read_spans
 from .validation import check_values, finish_raw
 
@@ -45,11 +45,15 @@ class QlibProviderSource:
         if not all_file.is_file():
             raise SourceDataError("missing: a Qlib provider directory lists its instruments there", file=all_file)
         # Feature folders are lower-case; all.txt keeps the codes' own case (e.g. BF.B).
-        self._codes = sorted(read_spans(all_file)["instrument"].unique())
+        spans = read_spans(all_file)
+        self._codes = sorted(spans["instrument"].unique())
+        problems = Problems(self.path)
         for code in self._codes:
             folder = self._folder(code)
+            problems.files_checked += 1
             if not folder.is_dir():
-                raise SourceDataError(f"is missing: instrument {code} is listed in instruments/all.txt", file=folder)
+                problems.add(f"is missing: instrument {code} is listed in instruments/all.txt", file=folder)
+        problems.raise_if_any()
 
     def __repr__(self) -> str:
         return f"QlibProviderSource({str(self.path)!r}, instruments={len(self._codes)})"
@@ -75,7 +79,11 @@ class QlibProviderSource:
         return ranges_frame(pd.DataFrame.from_dict(rows, orient="index", columns=["min", "max"]))
 
     def read(self, start=None, end=None, instruments: Iterable[str] | None = None) -> pd.DataFrame:
-        """Validated raw_ohlcv rows (traded days only); see ``Source.read``."""
+        """Validated raw_ohlcv rows (traded days only); see ``Source.read``.
+
+        Every ``.bin`` of every instrument asked for is checked; if any has problems, one
+        ``SourceReport`` names them all.
+        """
         start, end, wanted = normalise_query(start, end, instruments)
         calendar = self._calendar.to_numpy(dtype="datetime64[ns]")
         # Calendar positions [low, high) inside the requested dates.
@@ -83,21 +91,39 @@ class QlibProviderSource:
         high = len(calendar) if end is None else int(np.searchsorted(calendar, np.datetime64(end, "ns"), side="right"))
         held = set(self._codes)
         codes = self._codes if wanted is None else [code for code in wanted if code in held]
-        parts = [self._read_instrument(code, calendar, low, high) for code in codes]
-        return finish_raw(parts, RAW_COLUMNS, file=self.path)
+        problems = Problems(self.path)
+        parts = []
+        for code in codes:
+            before = len(problems)
+            part = self._read_instrument(code, calendar, low, high, problems)
+            if len(problems) == before:
+                parts.append(part)
+        return finish_raw(parts, RAW_COLUMNS, file=self.path, problems=problems)
 
-    def _read_instrument(self, code: str, calendar: np.ndarray, low: int, high: int) -> pd.DataFrame:
+    def _read_instrument(self, code: str, calendar: np.ndarray, low: int, high: int, problems: Problems):
+        """One instrument's traded rows in [low, high); its problems go to ``problems``."""
         folder = self._folder(code)
-        series = {}
+        series, files = {}, {}
         for field in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS):
             file = folder / f"{field}.day.bin"
-            if file.is_file():
+            if not file.is_file():
+                if field in REQUIRED_FIELDS:
+                    problems.files_checked += 1
+                    problems.add(f"is missing: {field} is a required field", file=file, instrument=code)
+                continue
+            problems.files_checked += 1
+            files[field] = file
+            try:
                 series[field] = read_bin(file, len(calendar), instrument=code)
-            elif field in REQUIRED_FIELDS:
-                raise SourceDataError(f"is missing: {field} is a required field", file=file, instrument=code)
+            except SourceDataError as error:
+                problems.add_error(error)
+        if len(series) < len(files) or any(field not in series for field in REQUIRED_FIELDS):
+            return None  # a field missing or unreadable: the others cannot be checked against it
+
+        stops = {field: begin + len(values) for field, (begin, values) in series.items()}
         # Fields may start and end on different days: align them on the calendar.
         first = max(low, min(begin for begin, _ in series.values()))
-        stop = min(high, max(begin + len(values) for begin, values in series.values()))
+        stop = min(high, max(stops.values()))
         length = max(stop - first, 0)
         aligned = {}
         for field, (begin, values) in series.items():
@@ -113,7 +139,7 @@ class QlibProviderSource:
         dates = calendar[first : first + length][traded]
         values = {field: column[traded] for field, column in aligned.items()}
         instrument = pd.Categorical.from_codes(np.zeros(len(dates), dtype=np.int8), categories=[code])
-        check_values(instrument, dates, values, file=folder)
+        check_values(instrument, dates, values, file=files, problems=problems)
         columns = {"instrument": instrument, "date": dates} | {field: values[field] for field in RAW_COLUMNS[2:]}
         return pd.DataFrame(columns)
 
