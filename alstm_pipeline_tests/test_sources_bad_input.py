@@ -463,3 +463,74 @@ def test_bad_values_outside_the_requested_dates_do_not_stop_a_read(tmp_path, bar
     frame.loc[27, "close"] = -1.0  # IBM 2015-03-11
     frame.to_parquet(tmp_path / "panel.parquet")
     assert len(open_source(tmp_path / "panel.parquet").read("2015-03-12", "2015-03-27")) == 2 * 12
+
+
+# --- truncated .bin ------------------------------------------------------------------
+
+
+def _bin_days(path) -> tuple[int, int]:
+    values = np.fromfile(path, dtype="<f4")
+    return int(values[0]), len(values) - 1
+
+
+def test_bin_cut_short_by_400_bytes_is_reported_as_truncated_not_as_nan(provider):
+    path = provider / "features" / "khc" / "close.day.bin"
+    start, days = _bin_days(path)
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes()[:-400])
+
+    with pytest.raises(SourceReport) as caught:
+        open_source(provider).read()
+
+    report = caught.value
+    assert report.bad_files == [str(path)] and report.total == 1
+    problem = report.problems.loc[0, "problem"]
+    assert problem.startswith("file is shorter than the calendar span it claims: ")
+    assert f"from calendar index {start} (2015-07-06) the instrument's other fields run to 2017-01-10" in problem
+    assert f"needs {days} values ({size} bytes with the header), but it holds {days - 100} ({size - 400} bytes)" in problem
+    assert problem.endswith("truncated by 100 values")
+    assert "NaN" not in str(report)
+    assert report.instrument == "KHC"
+
+
+def test_every_field_cut_alike_is_caught_by_the_instrument_list(provider):
+    folder = provider / "features" / "khc"
+    for path in sorted(folder.glob("*.day.bin")):
+        path.write_bytes(path.read_bytes()[:-400])
+
+    with pytest.raises(SourceReport) as caught:
+        open_source(provider).read()
+
+    report = caught.value
+    assert sorted(Path(file).name for file in report.bad_files) == sorted(p.name for p in folder.glob("*.day.bin"))
+    assert report.problems["problem"].str.contains("instruments/all.txt runs to 2017-01-10").all()
+
+
+def test_series_ending_early_with_its_listing_is_a_delisting_not_truncation(provider):
+    folder = provider / "features" / "khc"
+    for path in folder.glob("*.day.bin"):
+        path.write_bytes(path.read_bytes()[:-400])  # all fields end 100 days early ...
+    start, days = _bin_days(folder / "close.day.bin")
+    calendar = (provider / "calendars" / "day.txt").read_text().split()
+    last = calendar[start + days - 1]
+    listing = provider / "instruments" / "all.txt"
+    lines = listing.read_text().splitlines()
+    # ... and instruments/all.txt says so: what Qlib's dump_bin writes for a delisted stock
+    listing.write_text("\n".join(line.rsplit("\t", 1)[0] + f"\t{last}" if line.startswith("KHC") else line for line in lines) + "\n")
+
+    rows = open_source(provider).read()
+
+    khc = rows[rows["instrument"] == "KHC"]
+    assert khc["date"].max() == pd.Timestamp(last) and len(khc) == days
+
+
+def test_truncated_bin_and_bad_day_of_another_instrument_are_reported_together(provider):
+    cut = provider / "features" / "khc" / "volume.day.bin"
+    cut.write_bytes(cut.read_bytes()[:-400])
+    (provider / "features" / "a" / "high.day.bin").unlink()
+    with pytest.raises(SourceReport) as caught:
+        open_source(provider).read()
+    text = str(caught.value)
+    assert text.startswith(f"{provider}: 2 of 12 files have problems (2 problems):")
+    assert "features/a/high.day.bin: instrument A: is missing: high is a required field" in text
+    assert "features/khc/volume.day.bin: instrument KHC: file is shorter than the calendar span it claims" in text

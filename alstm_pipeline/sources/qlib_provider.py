@@ -15,6 +15,16 @@ re-creates NaN rows on the calendar within each instrument's range). A day is "n
 traded" when open, high, low, close and volume are all NaN; factor is ignored for this
 because Qlib's collector forward-fills it across suspensions (§1.2). A day with some of
 those five fields stored and others NaN is an error.
+
+How long a series is: Qlib's ``dump_bin`` writes every field of an instrument from the
+same table, reindexed to the calendar between that instrument's first and last date,
+and writes those two dates to ``instruments/all.txt``. So all field files of an
+instrument end on the same day, and that day is its ``all.txt`` end (an instrument that
+delisted ends before the calendar does, legitimately). Qlib's own reader does not check
+this: it reads what is there, so a file cut short reads as missing days. Here a ``.bin``
+that ends before the latest end among its instrument's fields, or before the
+instrument's ``all.txt`` end (clipped to the calendar), is reported as truncated, with
+the values and bytes expected and found, instead of as NaN days.
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ class QlibProviderSource:
         # Feature folders are lower-case; all.txt keeps the codes' own case (e.g. BF.B).
         spans = read_spans(all_file)
         self._codes = sorted(spans["instrument"].unique())
+        # The last day all.txt says each instrument has data (several lines: the latest).
+        self._listed_end = spans.groupby("instrument")["end"].max().to_dict()
         problems = Problems(self.path)
         for code in self._codes:
             folder = self._folder(code)
@@ -120,8 +132,26 @@ class QlibProviderSource:
         if len(series) < len(files) or any(field not in series for field in REQUIRED_FIELDS):
             return None  # a field missing or unreadable: the others cannot be checked against it
 
+        # Truncation (see the module docstring): every field should run to the same end.
         stops = {field: begin + len(values) for field, (begin, values) in series.items()}
-        # Fields may start and end on different days: align them on the calendar.
+        listed = self._listed_end.get(code)
+        listed_stop = 0 if listed is None else int(np.searchsorted(calendar, np.datetime64(listed, "ns"), side="right"))
+        expected = max(max(stops.values()), listed_stop)
+        short = {field: stop for field, stop in stops.items() if stop < expected}
+        for field, stop in short.items():
+            begin = series[field][0]
+            want, have = expected - begin, stop - begin
+            by = "instruments/all.txt" if expected > max(stops.values()) else "the instrument's other fields"
+            problems.add(
+                f"file is shorter than the calendar span it claims: from calendar index {begin} "
+                f"({_day(calendar, begin)}) {by} run{'s' if by.endswith('txt') else ''} to "
+                f"{_day(calendar, expected - 1)}, which needs {want} values ({4 * (want + 1)} bytes with the "
+                f"header), but it holds {have} ({4 * (have + 1)} bytes): truncated by {want - have} values",
+                file=files[field],
+                instrument=code,
+            )
+
+        # Fields may start on different days: align them on the calendar.
         first = max(low, min(begin for begin, _ in series.values()))
         stop = min(high, max(stops.values()))
         length = max(stop - first, 0)
@@ -136,12 +166,19 @@ class QlibProviderSource:
         aligned.setdefault("vwap", np.full(length, np.nan, dtype=np.float32))
 
         traded = ~np.all([np.isnan(aligned[field]) for field in REQUIRED_FIELDS], axis=0)
+        if short:
+            # Days past a truncated file's end are already reported as truncation, not as NaN values.
+            traded[max(min(short.values()) - first, 0) :] = False
         dates = calendar[first : first + length][traded]
         values = {field: column[traded] for field, column in aligned.items()}
         instrument = pd.Categorical.from_codes(np.zeros(len(dates), dtype=np.int8), categories=[code])
         check_values(instrument, dates, values, file=files, problems=problems)
         columns = {"instrument": instrument, "date": dates} | {field: values[field] for field in RAW_COLUMNS[2:]}
         return pd.DataFrame(columns)
+
+
+def _day(calendar: np.ndarray, index: int) -> str:
+    return str(calendar[index])[:10]
 
 
 def read_calendar(file: Path) -> pd.DatetimeIndex:

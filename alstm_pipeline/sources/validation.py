@@ -25,8 +25,9 @@ Rejected (each problem reads ``"<file>: instrument <X>, date <D>: <problem>"``):
   a missing ``instruments/all.txt``, a listed instrument without its feature folder or
   without one of the required field files, a ``.bin`` file whose size is not a multiple
   of 4, that is empty, whose first calendar index is not a whole number inside the
-  calendar or whose series runs past the calendar's end, and a day on which some of
-  open/high/low/close/volume are stored but others are NaN.
+  calendar or whose series runs past the calendar's end, a ``.bin`` that ends before
+  the instrument's other fields or its ``instruments/all.txt`` span (truncated), and a
+  day on which some of open/high/low/close/volume are stored but others are NaN.
 
 Not rejected here: inconsistent bars such as ``high < low`` or a close outside
 [low, high]. They can be stored and computed on; the raw_ohlcv asset checks report them.
