@@ -320,19 +320,25 @@ def test_instrument_listed_without_feature_folder_is_rejected(provider):
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("AAPL\t2010-01-04\n", r"line 1: expected CODE<TAB>start<TAB>end"),
+        ("AAPL\t2010-01-04\n", r"line 1: 'AAPL\\t2010-01-04': expected CODE<TAB>start<TAB>end, found 2 field"),
         (
             "AAPL\t2010-01-04\t2011-01-01\nMSFT\t2010-01-04\tsoon\n",
-            r"instrument MSFT: line 2: dates '2010-01-04', 'soon' do not parse",
+            r"line 2: 'MSFT\\t2010-01-04\\tsoon': date 'soon' does not parse",
         ),
-        ("AAPL\t2012-01-04\t2011-01-01\n", r"instrument AAPL: line 1: span starts 2012-01-04 after it ends 2011-01-01"),
-        ("\n\n", r"lists no instruments"),
+        ("AAPL\t2012-01-04\t2011-01-01\n", r"line 1: .*: span starts 2012-01-04 after it ends 2011-01-01"),
     ],
 )
 def test_malformed_universe_file_names_the_line(tmp_path, text, problem):
     path = tmp_path / "csi300.txt"
     path.write_text(text)
-    with raises(rf"csi300\.txt: {problem}"):
+    with raises(rf"csi300\.txt: 1 problem:\n  .*csi300\.txt: {problem}"):
+        Universe.from_file(path)
+
+
+def test_universe_file_without_spans_is_an_error(tmp_path):
+    path = tmp_path / "csi300.txt"
+    path.write_text("\n\n")
+    with raises(r"csi300\.txt: lists no instruments"):
         Universe.from_file(path)
 
 
@@ -534,3 +540,32 @@ def test_truncated_bin_and_bad_day_of_another_instrument_are_reported_together(p
     assert text.startswith(f"{provider}: 2 of 12 files have problems (2 problems):")
     assert "features/a/high.day.bin: instrument A: is missing: high is a required field" in text
     assert "features/khc/volume.day.bin: instrument KHC: file is shorter than the calendar span it claims" in text
+
+
+# --- universe files: every bad line at once ------------------------------------------
+
+
+def test_every_bad_universe_line_is_reported_with_its_number_and_text(tmp_path):
+    path = tmp_path / "csi300.txt"
+    path.write_text(
+        "AAPL\t2010-01-04\t2020-12-31\n"
+        "MSFT 2010-01-04\n"
+        "\n"
+        "IBM\t2010-13-04\t2020-12-31\n"
+        "XOM\t2015-01-01\t2012-01-01\n"
+        "JPM\t2010-01-04\t2020-12-31\n"
+        "\t2010-01-04\t2020-12-31\n"
+    )
+    with pytest.raises(SourceReport) as caught:
+        Universe.from_file(path)
+
+    assert str(caught.value).splitlines() == [
+        f"{path}: 4 problems:",
+        "  line 2: 'MSFT 2010-01-04': expected CODE<TAB>start<TAB>end, found 2 field(s)",
+        "  line 4: 'IBM\\t2010-13-04\\t2020-12-31': date '2010-13-04' does not parse",
+        "  line 5: 'XOM\\t2015-01-01\\t2012-01-01': span starts 2015-01-01 after it ends 2012-01-01",
+        "  line 7: '\\t2010-01-04\\t2020-12-31': the instrument code is empty",
+        "Fix each problem listed above in the file it names (or remove that file from the source), "
+        "then run again; nothing was read.",
+    ]
+    assert caught.value.problems["file"].unique().tolist() == [str(path)]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .base import SourceDataError
+from .base import Problems, SourceDataError
 
 SPAN_COLUMNS = ("instrument", "start", "end")
 
@@ -92,23 +92,39 @@ def _keys(codes: np.ndarray, days: np.ndarray) -> np.ndarray:
 
 
 def read_spans(path: Path) -> pd.DataFrame:
-    """Spans of a Qlib instruments file; a malformed line is an error naming it."""
+    """Spans of a Qlib instruments file; every malformed line is reported at once.
+
+    Each problem names the file, the line number, the line itself and what is wrong
+    with it, in one ``SourceReport`` (not a traceback from deep inside pandas).
+    """
     if not path.is_file():
         raise SourceDataError("no such instruments file", file=path)
+    # A universe file is small and every bad line is worth showing: keep (nearly) all.
+    problems = Problems(path, kept_per_group=1000)
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
+        shown = repr(line[:80])
         fields = line.split("\t") if "\t" in line else line.split()
         if len(fields) != 3:
-            raise SourceDataError(f"line {number}: expected CODE<TAB>start<TAB>end, got {line[:60]!r}", file=path)
+            problems.add(
+                f"line {number}: {shown}: expected CODE<TAB>start<TAB>end, found {len(fields)} field(s)", file=path
+            )
+            continue
         code, start, end = (field.strip() for field in fields)
+        if not code:
+            problems.add(f"line {number}: {shown}: the instrument code is empty", file=path)
+            continue
         start_day, end_day = _parse_day(start), _parse_day(end)
         if start_day is None or end_day is None:
-            raise SourceDataError(f"line {number}: dates {start!r}, {end!r} do not parse", file=path, instrument=code)
-        if start_day > end_day:
-            raise SourceDataError(f"line {number}: span starts {start} after it ends {end}", file=path, instrument=code)
-        rows.append((code, start_day, end_day))
+            bad = " and ".join(repr(text) for text, day in ((start, start_day), (end, end_day)) if day is None)
+            problems.add(f"line {number}: {shown}: date {bad} does not parse", file=path)
+        elif start_day > end_day:
+            problems.add(f"line {number}: {shown}: span starts {start} after it ends {end}", file=path)
+        else:
+            rows.append((code, start_day, end_day))
+    problems.raise_if_any()
     if not rows:
         raise SourceDataError("lists no instruments", file=path)
     return pd.DataFrame(rows, columns=list(SPAN_COLUMNS))
@@ -117,6 +133,6 @@ def read_spans(path: Path) -> pd.DataFrame:
 def _parse_day(text: str) -> pd.Timestamp | None:
     try:
         day = pd.Timestamp(text)
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):  # e.g. "2021-13-45", "99999-01-01"
         return None
     return None if pd.isna(day) else day.normalize()
