@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import shutil
 
@@ -11,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from alstm_pipeline.sources import RAW_COLUMNS, Universe, open_source
+from alstm_pipeline.sources import RAW_COLUMNS, Universe, open_source, peek_date_bounds
 from alstm_pipeline_tests.conftest import REPO_ROOT, SAMPLE_PATH
 
 SLICE_INSTRUMENTS = ["AAPL", "BRK.B", "KHC", "NVR", "SYF"]  # KHC, SYF list late; BRK.B has a dot
@@ -258,3 +259,99 @@ def test_bundled_sample_follows_its_documented_rule(panel_path):
     pd.testing.assert_frame_equal(
         rows, open_source(panel_path).read(calendar[0], calendar[-1], sample.instruments()), check_exact=True
     )
+
+
+# --- peek_date_bounds: cheap, no validation, never raises ----------------------------
+
+
+def _bars(days, **columns) -> pd.DataFrame:
+    frame = pd.DataFrame({"date": pd.to_datetime(days)})
+    for name in ("open", "high", "low", "close", "volume"):
+        frame[name] = columns.get(name, 1.0)
+    return frame
+
+
+def test_peek_bounds_of_a_qlib_provider_reads_the_calendar_ends(tmp_path):
+    provider = tmp_path / "provider"
+    (provider / "calendars").mkdir(parents=True)
+    (provider / "calendars" / "day.txt").write_text("\n2011-08-04\n2011-08-05\nnot a date\n2017-01-10\n\n")
+    # the middle of the calendar is not looked at, and nothing else needs to exist
+    assert peek_date_bounds(provider) == (dt.date(2011, 8, 4), dt.date(2017, 1, 10))
+    (provider / "calendars" / "day.txt").write_text("2011-08-04\n" + "2011-08-05\n" * 5000 + "2017-01-10 00:00:00")
+    assert peek_date_bounds(provider) == (dt.date(2011, 8, 4), dt.date(2017, 1, 10))
+
+    (provider / "calendars" / "day.txt").unlink()
+    assert peek_date_bounds(provider) == (None, None)
+
+
+def test_peek_bounds_of_parquet_uses_row_group_statistics(tmp_path):
+    frame = _bars(["2015-03-02", "2015-03-03", "2016-01-04", "2014-12-31"]).assign(instrument=["A", "A", "B", "B"])
+    frame.to_parquet(tmp_path / "dates.parquet", row_group_size=2)  # 2 row groups: min/max across them
+    frame.assign(date=frame["date"].dt.date).to_parquet(tmp_path / "date32.parquet")
+    frame.assign(date=frame["date"].dt.strftime("%Y-%m-%d")).to_parquet(tmp_path / "text.parquet")
+    # 16:00 in New York on 2016-01-04 is 21:00 UTC: still 2016-01-04; 23:00 would be the 5th in UTC
+    stamped = frame.assign(date=(frame["date"] + pd.Timedelta(hours=23)).dt.tz_localize("America/New_York"))
+    stamped.to_parquet(tmp_path / "zoned.parquet")
+    expected = (dt.date(2014, 12, 31), dt.date(2016, 1, 4))
+    for name in ("dates", "date32", "text", "zoned"):
+        assert peek_date_bounds(tmp_path / f"{name}.parquet") == expected, name
+
+    folder = tmp_path / "panel"
+    (folder / "more").mkdir(parents=True)
+    frame.iloc[:2].to_parquet(folder / "a.parquet")
+    frame.iloc[2:].assign(date=["2021-04-21", "2021-04-20"]).to_parquet(folder / "more" / "b.parquet")
+    assert peek_date_bounds(folder) == (dt.date(2015, 3, 2), dt.date(2021, 4, 21))
+
+    pq.write_table(pa.Table.from_pandas(frame), tmp_path / "bare.parquet", write_statistics=False)
+    assert peek_date_bounds(tmp_path / "bare.parquet") == (None, None)  # no statistics: unknown, not guessed
+
+
+def test_peek_bounds_do_not_validate(tmp_path):
+    frame = _bars(["2015-03-02", "2015-03-03", "2015-03-04"], close=[1.0, -5.0, np.nan]).assign(instrument="A")
+    frame = pd.concat([frame, frame])  # duplicates too
+    frame.to_parquet(tmp_path / "bad.parquet")
+    assert peek_date_bounds(tmp_path / "bad.parquet") == (dt.date(2015, 3, 2), dt.date(2015, 3, 4))
+
+
+def test_peek_bounds_of_a_csv_folder_reads_each_file_s_ends(tmp_path):
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    _bars(["2010-01-04", "2010-01-05", "2012-06-29"]).to_csv(folder / "A.csv", index=False)
+    # newest first (some downloads are), Yahoo headers, a time part, a bad value inside
+    (folder / "B.csv").write_text(
+        "Date,Open,High,Low,Close,Adj Close,Volume\n"
+        '"2013-05-01 16:00:00",1,1,1,1,1,10\n'
+        "2011-01-03,1,1,1,-1,1,10\n"
+        "2009-12-31 16:00:00,1,1,1,1,1,10\n"
+    )
+    (folder / "BF.B.csv").write_text("<!DOCTYPE html><html>1999-01-01</html>\n")  # skipped
+    (folder / "C.csv").write_text("date,open,high,low,close,volume\n")  # header only: skipped
+    (folder / "D.csv").write_text("")  # empty: skipped
+    (folder / "E.csv").write_text("date,close\n01/02/1990,1\n03/04/1991,2\n")  # not ISO: skipped
+    (folder / "F.csv").write_text("open,close\n1,2\n")  # no date column: skipped
+    assert peek_date_bounds(folder) == (dt.date(2009, 12, 31), dt.date(2013, 5, 1))
+
+    long = _bars(pd.bdate_range("2000-01-03", "2020-12-31"))
+    long.to_csv(folder / "G.csv", index=False)  # much longer than the chunk read at each end
+    assert peek_date_bounds(folder) == (dt.date(2000, 1, 3), dt.date(2020, 12, 31))
+
+
+def test_peek_bounds_of_missing_or_broken_paths_are_none(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "html.parquet").write_text("<html>not parquet</html>")
+    (tmp_path / "prices.txt").write_text("2015-01-01")
+    (tmp_path / "nodate.parquet").write_bytes(b"")
+    pd.DataFrame({"instrument": ["A"], "close": [1.0]}).to_parquet(tmp_path / "nodates.parquet")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    _bars(["2015-01-02"]).to_csv(mixed / "A.csv", index=False)
+    _bars(["2015-01-02"]).assign(instrument="A").to_parquet(mixed / "p.parquet")
+    for name in ("nowhere", "empty", "html.parquet", "prices.txt", "nodate.parquet", "nodates.parquet", "mixed"):
+        assert peek_date_bounds(tmp_path / name) == (None, None), name
+    assert peek_date_bounds(str(tmp_path / "nowhere" / "deeper")) == (None, None)
+
+
+def test_peek_bounds_agree_with_the_sources(panel_path, golden_dir):
+    for path in (panel_path, SAMPLE_PATH, golden_dir / "qlib_provider"):
+        calendar = open_source(path).calendar()
+        assert peek_date_bounds(path) == (calendar[0].date(), calendar[-1].date()), path
