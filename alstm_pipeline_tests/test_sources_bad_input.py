@@ -189,7 +189,8 @@ def test_duplicates_across_parquet_files_are_rejected(tmp_path, bars):
     bars.iloc[:25].to_parquet(folder / "a.parquet")
     bars.iloc[20:].to_parquet(folder / "b.parquet")  # IBM 2015-03-02..06 in both
 
-    with raises(r"panel: 5 problems:\n  instrument IBM, date 2015-03-02: more than one row.* \(in a\.parquet and b\.parquet\)"):
+    first = r"  instrument IBM, date 2015-03-02: more than one row.* \(in a\.parquet and b\.parquet\)"
+    with raises(r"panel: 5 problems:\n" + first):
         open_source(folder).read()
 
 
@@ -373,7 +374,8 @@ def test_several_bad_csv_files_are_all_named_in_one_report(tmp_path, bars):
     text = str(report)
     assert "  BF.B.csv: is not a CSV of daily bars: it starts like an HTML/XML page" in text
     assert "  MSFT.csv: missing required column(s) close" in text
-    assert "  KO.csv: 3 problems:\n    instrument KO, date 2015-03-04: close is 0.0; close must be a positive number\n" in text
+    first_of_ko = "    instrument KO, date 2015-03-04: close is 0.0; close must be a positive number\n"
+    assert "  KO.csv: 3 problems:\n" + first_of_ko in text
     assert "instrument KO, date 2015-03-11: volume is -1.0; volume must be a number >= 0" in text
     assert "  XOM.csv: 8 problems:\n" in text and "    instrument XOM: 3 more problems not shown\n" in text
     assert "AAPL.csv" not in text and "IBM.csv" not in text
@@ -493,7 +495,10 @@ def test_bin_cut_short_by_400_bytes_is_reported_as_truncated_not_as_nan(provider
     problem = report.problems.loc[0, "problem"]
     assert problem.startswith("file is shorter than the calendar span it claims: ")
     assert f"from calendar index {start} (2015-07-06) the instrument's other fields run to 2017-01-10" in problem
-    assert f"needs {days} values ({size} bytes with the header), but it holds {days - 100} ({size - 400} bytes)" in problem
+    expected_vs_found = (
+        f"needs {days} values ({size} bytes with the header), but it holds {days - 100} ({size - 400} bytes)"
+    )
+    assert expected_vs_found in problem
     assert problem.endswith("truncated by 100 values")
     assert "NaN" not in str(report)
     assert report.instrument == "KHC"
@@ -522,7 +527,8 @@ def test_series_ending_early_with_its_listing_is_a_delisting_not_truncation(prov
     listing = provider / "instruments" / "all.txt"
     lines = listing.read_text().splitlines()
     # ... and instruments/all.txt says so: what Qlib's dump_bin writes for a delisted stock
-    listing.write_text("\n".join(line.rsplit("\t", 1)[0] + f"\t{last}" if line.startswith("KHC") else line for line in lines) + "\n")
+    lines = [line.rsplit("\t", 1)[0] + f"\t{last}" if line.startswith("KHC") else line for line in lines]
+    listing.write_text("\n".join(lines) + "\n")
 
     rows = open_source(provider).read()
 

@@ -66,7 +66,8 @@ class CsvDirSource:
             problems.files_checked += 1
             before = len(problems)
             try:
-                raw = bars_to_raw(read_bars_csv(file), file=file, problems=problems, instrument=code, start=start, end=end)
+                bars = read_bars_csv(file)
+                raw = bars_to_raw(bars, file=file, problems=problems, instrument=code, start=start, end=end)
             except SourceDataError as error:  # this file is unusable; go on to report the others
                 problems.add_error(error)
                 continue

@@ -218,7 +218,8 @@ def check_instruments(instrument: pd.Series, date: np.ndarray, *, file, problems
     blank = np.array([code.strip() == "" for code in codes.categories] + [True], dtype=bool)
     bad = blank[codes.codes]  # code -1 (missing) picks the trailing True
     if bad.any():
-        report_rows(problems, bad, np.full(len(bad), None, dtype=object), date, file, lambda row: "instrument code is missing")
+        unknown = np.full(len(bad), None, dtype=object)
+        report_rows(problems, bad, unknown, date, file, lambda row: "instrument code is missing")
     return codes
 
 
