@@ -14,11 +14,11 @@ import pandas as pd
 # A day whose instrument count falls below this share of the previous trading day's is a
 # collapse (a partial file, a broken download), not a normal listing or delisting.
 MIN_INSTRUMENT_RATIO = 0.5
-
-
-def duplicate_rows(raw: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose (instrument, date) occurs more than once."""
-    return raw[raw.duplicated(["instrument", "date"], keep=False)]
+# An adjusted close that moves more than this factor in one day is a data error.
+MAX_DAILY_PRICE_RATIO = 3.0
+# Weekdays the newest bars may trail the last partition (a long holiday weekend) before
+# the data counts as stale.
+MAX_STALE_WEEKDAYS = 4
 
 
 def price_order_violations(raw: pd.DataFrame) -> pd.DataFrame:
@@ -32,15 +32,28 @@ def price_order_violations(raw: pd.DataFrame) -> pd.DataFrame:
     return raw[bad]
 
 
-def non_positive_prices(raw: pd.DataFrame) -> pd.DataFrame:
-    """Rows with a price that is missing, zero or negative."""
-    prices = raw[["open", "high", "low", "close"]]
-    return raw[(prices.isna() | (prices <= 0)).any(axis=1)]
+def adjusted_price_jumps(bars: pd.DataFrame, previous: pd.DataFrame, ratio: float = MAX_DAILY_PRICE_RATIO) -> pd.DataFrame:
+    """Rows whose adjusted close moved by more than ``ratio``× (up or down) from the
+    instrument's previous stored close: a split or dividend missing from the factor, or a
+    unit change, not a market move (the largest real S&P 500 daily moves are under 2×).
+
+    ``previous`` holds the last close before ``bars`` of each instrument (may be empty).
+    """
+    closes = pd.concat([previous[["instrument", "date", "close"]], bars[["instrument", "date", "close"]]], ignore_index=True)
+    closes = closes.sort_values(["instrument", "date"])
+    before = closes.groupby("instrument")["close"].shift(1)
+    move = closes["close"] / before
+    jumped = closes[(move > ratio) | (move < 1 / ratio)].assign(previous_close=before, ratio=move)
+    return jumped[jumped["date"].isin(bars["date"])]
 
 
-def negative_volume(raw: pd.DataFrame) -> pd.DataFrame:
-    """Rows with negative or missing volume (zero volume is real and allowed)."""
-    return raw[raw["volume"].isna() | (raw["volume"] < 0)]
+def stale_days(last_ingested: pd.Timestamp | None, expected_last: pd.Timestamp, max_weekdays: int = MAX_STALE_WEEKDAYS) -> int:
+    """Weekdays by which the newest ingested day trails ``expected_last`` beyond
+    ``max_weekdays`` (0 when fresh): a source that stopped updating."""
+    if last_ingested is None:
+        return int(np.busday_count(np.datetime64("1970-01-01"), np.datetime64(expected_last.date())))
+    lag = int(np.busday_count(np.datetime64(last_ingested.date()), np.datetime64(expected_last.date())))
+    return max(0, lag - max_weekdays)
 
 
 def instrument_count_collapses(counts: pd.Series, ratio: float = MIN_INSTRUMENT_RATIO) -> pd.DataFrame:

@@ -1,36 +1,45 @@
-"""What the main job prints at the end: where things are and what they say."""
+"""What the CLI prints at the end: where things are and what they say."""
 
 from __future__ import annotations
 
+import pandas as pd
+
 from alstm_pipeline.evaluation import ic_summary, risk_analysis
-from alstm_pipeline.model import CARD_FILE, latest_checkpoint
 from alstm_pipeline.settings import Settings
-from alstm_pipeline.warehouse import Warehouse
+from alstm_pipeline.warehouse import Warehouse, registry, tables
 
-SUMMARY_TABLES = ("raw_ohlcv", "alpha158", "labels", "predictions", "ic_daily", "backtest_daily")
+SUMMARY_TABLES = ("raw_ohlcv", "alpha158_features", "labels", "predictions", "ic_daily", "backtest_daily")
+DEFAULT_PERIOD_START = "2017-01-01"
 
 
-def print_summary(settings: Settings) -> None:
-    """Tables, the IC summary over the test segment, the backtest summary, the model card."""
+def print_summary(settings: Settings, start=None, end=None) -> None:
+    """Tables, the vintages, the IC summary and backtest of the evaluation period."""
     store = Warehouse(settings.warehouse_path)
     if not store.path.exists():
         return
     print(f"\nwarehouse: {store.path}")
     for table in SUMMARY_TABLES:
-        if store.table_exists(table):
-            rows, first, last = store.query(f"SELECT count(*), strftime(min(date), '%Y-%m-%d'), strftime(max(date), '%Y-%m-%d') FROM \"{table}\"").iloc[0]
-            print(f"  {table:<16} {rows:>10,} rows  {first}..{last}")
+        found = tables.table_summary(store, table)
+        if found is not None:
+            rows, first, last = found
+            print(f"  {table:<18} {rows:>10,} rows  {first}..{last}")
 
-    if store.table_exists("ic_daily") and store.table_exists("test_segment_range"):
-        start, end = store.query("""SELECT strftime(start, '%Y-%m-%d'), strftime("end", '%Y-%m-%d') FROM test_segment_range""").iloc[0]
-        ic = store.query("SELECT ic, rank_ic FROM ic_daily WHERE date BETWEEN ? AND ?", [start, end])
-        if len(ic) > 1:
-            summary = ic_summary(ic["ic"], ic["rank_ic"])
-            print(f"\nIC over the test segment {start}..{end} ({len(ic)} days, SigAnaRecord):")
-            print("  " + "  ".join(f"{name} {value:+.4f}" for name, value in summary.items()))
+    known = registry.read_registry(store)
+    if len(known):
+        print(f"\nmodel_registry ({len(known)} vintages; a day is scored by the newest promoted one serving from it or earlier):")
+        for row in known.tail(8).itertuples():
+            print(f"  {row.vintage}  {row.version}  {row.status:<10} trained through {row.trained_through.date()}  "
+                  f"{row.checkpoint}")
 
-    if store.table_exists("backtest_daily"):
-        daily = store.query("SELECT * FROM backtest_daily ORDER BY date")
+    start = pd.Timestamp(start or DEFAULT_PERIOD_START)
+    ic = tables.read_ic_daily(store, start, end)
+    if len(ic) > 1:
+        last = pd.Timestamp(ic["date"].max()).date()
+        print(f"\nIC over {start.date()}..{last} ({len(ic)} days, SigAnaRecord):")
+        print("  " + "  ".join(f"{name} {value:+.4f}" for name, value in ic_summary(ic["ic"], ic["rank_ic"]).items()))
+
+    daily = tables.read_backtest(store)
+    if len(daily):
         excess = daily["return"] - daily["bench"]
         print(f"\nTopkDropout backtest vs equal-weight benchmark ({len(daily)} days, risk_analysis sum mode, 238 days/year):")
         for label, series in (("without cost", excess), ("with cost", excess - daily["cost"])):
@@ -38,7 +47,3 @@ def print_summary(settings: Settings) -> None:
             print(f"  excess return {label:<12} annualized {risk['annualized_return']:+.4f}  "
                   f"information ratio {risk['information_ratio']:+.3f}  max drawdown {risk['max_drawdown']:+.4f}")
         print(f"  mean daily turnover {daily['turnover'].mean():.4f}")
-
-    checkpoint = latest_checkpoint(settings.models_dir) if settings.models_dir.exists() else None
-    if checkpoint is not None:
-        print(f"\nmodel card: {checkpoint / CARD_FILE}")

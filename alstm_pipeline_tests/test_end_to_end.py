@@ -1,8 +1,9 @@
-"""The whole graph on a small slice of the bundled sample, through the real definitions.
+"""The whole graph on a small slice of the bundled sample, through the real definitions,
+and the point-in-time rule under retraining, re-runs, crashes and the promotion gate.
 
-12 instruments, raw 2013-06..2016-06, normaliser and train 2014, valid 2015H1, test
-2015H2..end, 2 training epochs: small enough for CI, long enough that every stage runs on
-real data (windows need 20 days, labels two more, IC needs several instruments a day).
+12 instruments, raw 2013-06..2016-06; the fixed vintage trains on 2014, validates on
+2015H1 and serves from 2015-07-01; 2 epochs. Small enough for CI, long enough that every
+stage runs on real data.
 """
 
 from __future__ import annotations
@@ -12,21 +13,24 @@ import pandas as pd
 import pytest
 
 from alstm_pipeline.evaluation import calc_ic
+from alstm_pipeline.warehouse import registry
 from alstm_pipeline_tests.conftest import SAMPLE_PATH
 from alstm_pipeline_tests.pipeline import TestPipeline
 
 INSTRUMENTS = ["AAPL", "AMZN", "BA", "C", "CVX", "GE", "IBM", "JPM", "KO", "MRK", "PG", "XOM"]
 FIRST, LAST = "2013-06-03", "2016-06-30"
-RUN_CONFIG = {
-    "ops": {
-        "feature_normalizer": {"config": {"fit_start": "2014-01-01", "fit_end": "2014-12-31"}},
-        "train_segment": {"config": {"start": "2014-01-01", "end": "2014-12-31"}},
-        "valid_segment": {"config": {"start": "2015-01-01", "end": "2015-06-30"}},
-        "test_segment": {"config": {"start": "2015-07-01", "end": ""}},
-        "alstm_model": {"config": {"n_epochs": 2, "seed": 7, "batch_size": 200}},
-        "backtest_report": {"config": {"topk": 5, "n_drop": 1}},
-    }
-}
+VINTAGE = "2015-07-01"
+TRAINING = {"n_epochs": 2, "seed": 7, "batch_size": 200}
+FIXED = {"train_start": "2014-01-01", "train_end": "2014-12-31", "valid_start": "2015-01-01", "valid_end": "2015-06-30",
+         "fit_start": "2014-01-01", "fit_end": "2014-12-31", "handler_start": "2014-01-01", **TRAINING}
+REPORT = {"start": VINTAGE, "end": ""}
+RUN_CONFIG = {"ops": {"alstm_model": {"config": FIXED}, "ic_daily": {"config": REPORT},
+                      "backtest_daily": {"config": {**REPORT, "topk": 5, "n_drop": 1}}}}
+ROLLING = {"mode": "rolling", "train_days": 120, "valid_days": 40, "trunc_days": 3, **TRAINING}
+# Two epochs on 12 names are no model to judge: the tests that are not about the gate open it.
+OPEN_GATE = {"gate_max_loss_increase": 10.0, "gate_max_ic_drop": 10.0}
+LEAK_QUERY = ("SELECT count(*) FROM predictions p JOIN model_registry m ON p.model_version = m.version "
+              "WHERE m.trained_through >= p.date")
 
 
 @pytest.fixture(scope="module")
@@ -39,28 +43,38 @@ def pipeline(tmp_path_factory) -> TestPipeline:
 
 @pytest.fixture(scope="module")
 def full_run(pipeline):
-    return pipeline.run("*", FIRST, LAST, run_config=RUN_CONFIG)
+    return pipeline.run("*", FIRST, LAST, run_config=RUN_CONFIG, vintage=VINTAGE)
 
 
-def test_predictions_without_a_model_fail_with_a_clear_message(pipeline):
-    # Runs before full_run in this module: no checkpoint exists yet.
+def _scores(pipeline, first, last) -> pd.DataFrame:
+    return pipeline.warehouse.query(
+        "SELECT * FROM predictions WHERE date BETWEEN ? AND ? ORDER BY date, instrument", [first, last])
+
+
+def test_days_before_any_vintage_stay_unscored_and_are_named(pipeline):
+    # Runs before full_run in this module: no vintage exists yet.
     pipeline.run("universe,raw_ohlcv,trading_calendar,alpha158_features", "2014-01-02", "2014-03-31")
-    error = pipeline.run_expecting_failure("daily_predictions", "2014-03-31", "2014-03-31")
-    assert "no model checkpoint" in error and "alstm_model" in error
+    result = pipeline.run("predictions", "2014-03-31", "2014-03-31")
+    (event,) = pipeline.materialization(result, "predictions")
+    assert event.metadata["days_without_vintage"].value == 1
+    assert event.metadata["dagster/row_count"].value == 0
 
 
-def test_whole_graph_materialises_and_scores_every_day(pipeline, full_run):
+def test_whole_graph_scores_every_day_from_the_vintage_on(pipeline, full_run):
     store = pipeline.warehouse
     predictions = store.query("SELECT * FROM predictions")
-    features = store.query("SELECT instrument, date FROM alpha158")
-    assert len(predictions) == len(features)  # every universe row of every day gets a score
-    assert set(predictions["instrument"]) == set(INSTRUMENTS)
-    assert predictions["score"].notna().all()
-    assert predictions["model_version"].nunique() == 1
+    features = store.query("SELECT instrument, date FROM alpha158_features WHERE date >= ?", [VINTAGE])
+    assert len(predictions) == len(features)  # every universe row from the vintage's first day
+    assert pd.to_datetime(predictions["date"]).min() >= pd.Timestamp(VINTAGE)
+    assert set(predictions["instrument"]) == set(INSTRUMENTS) and predictions["score"].notna().all()
+    (version,) = predictions["model_version"].unique()
+    row = registry.read_registry(store).set_index("version").loc[version]
+    assert row["status"] == "promoted" and row["trained_through"] == pd.Timestamp("2015-06-30")
     (model_event,) = pipeline.materialization(full_run, "alstm_model")
     assert model_event.metadata["epochs_run"].value == 2
-    assert model_event.metadata["version"].value == predictions["model_version"].iloc[0]
+    assert model_event.metadata["version"].value == version
     assert "data:image/png;base64," in model_event.metadata["loss_curves"].value
+    assert store.query(LEAK_QUERY).iloc[0, 0] == 0
 
 
 def test_ic_table_equals_calc_ic_of_stored_scores_and_labels(pipeline, full_run):
@@ -79,41 +93,79 @@ def test_ic_table_equals_calc_ic_of_stored_scores_and_labels(pipeline, full_run)
     # The last two trading days have no label yet: no IC row, not a wrong number.
     last_two = store.query("SELECT date FROM trading_calendar ORDER BY date DESC LIMIT 2")["date"]
     assert not set(pd.to_datetime(last_two)) & set(pd.to_datetime(ic_daily["date"]))
-    events = pipeline.materialization(full_run, "ic_report")
-    assert {"IC", "ICIR", "Rank IC", "Rank ICIR"} <= set(events[-1].metadata)
+    events = pipeline.materialization(full_run, "ic_daily")
+    assert {"IC", "ICIR", "Rank IC", "Rank ICIR", "vintages"} <= set(events[-1].metadata)
+    assert events[-1].metadata["vintages_trained_on_scored_days"].value == 0
 
 
 def test_backtest_runs_on_a_universe_smaller_than_topk(pipeline, full_run):
     daily = pipeline.warehouse.query("SELECT * FROM backtest_daily")
-    test_days = pipeline.warehouse.query("SELECT count(*) FROM trading_calendar WHERE date >= '2015-07-01'").iloc[0, 0]
+    test_days = pipeline.warehouse.query("SELECT count(*) FROM trading_calendar WHERE date >= ?", [VINTAGE]).iloc[0, 0]
     assert len(daily) == test_days
     assert daily["n_holdings"].max() <= 5 + 1
-    (event,) = pipeline.materialization(full_run, "backtest_report")
+    (event,) = pipeline.materialization(full_run, "backtest_daily")
     assert "excess_return_with_cost.information_ratio" in event.metadata
     assert np.isfinite(event.metadata["excess_return_with_cost.annualized_return"].value)
+    assert "data:image/png;base64," in event.metadata["equity_curves"].value
 
 
 def test_rerunning_a_day_gives_the_same_scores(pipeline, full_run):
-    store = pipeline.warehouse
-    before = store.read_dates("predictions", "2016-03-01", "2016-03-04")
-    pipeline.run("daily_predictions,ic_report", "2016-03-01", "2016-03-04")
-    after = store.read_dates("predictions", "2016-03-01", "2016-03-04")
-    pd.testing.assert_frame_equal(before, after, check_exact=True)
-    assert len(store.query("SELECT * FROM predictions")) == len(store.query("SELECT * FROM alpha158"))
+    before = _scores(pipeline, "2016-03-01", "2016-03-04")
+    pipeline.run("predictions,ic_daily", "2016-03-01", "2016-03-04", run_config={"ops": {"ic_daily": {"config": REPORT}}})
+    pd.testing.assert_frame_equal(before, _scores(pipeline, "2016-03-01", "2016-03-04"), check_exact=True)
 
 
-def test_retraining_records_the_new_model_version(pipeline, full_run):
-    old = pipeline.warehouse.query("SELECT DISTINCT model_version FROM predictions WHERE date = '2016-06-30'").iloc[0, 0]
-    config = {"ops": {"alstm_model": {"config": {"n_epochs": 1, "seed": 8, "batch_size": 200, "warm_start": True}}}}
-    pipeline.run("alstm_model", run_config=config)
-    pipeline.run("daily_predictions", "2016-06-30", "2016-06-30")
-    new = pipeline.warehouse.query("SELECT DISTINCT model_version FROM predictions WHERE date = '2016-06-30'")
-    assert len(new) == 1 and new.iloc[0, 0] != old
+def test_a_later_retrain_never_rescores_the_days_before_it(pipeline, full_run):
+    """The leak of issue 8, shut: a vintage trained on days that were already scored, then
+    those days re-run — scores, versions and IC unchanged; only days after it move."""
+    old_days = ("2015-08-03", "2015-12-31")
+    before, ic_before = _scores(pipeline, *old_days), pipeline.warehouse.query(
+        "SELECT * FROM ic_daily WHERE date BETWEEN ? AND ? ORDER BY date", list(old_days))
+    pipeline.run("alstm_model", run_config={"ops": {"alstm_model": {"config": {**ROLLING, **OPEN_GATE, "warm_start": True}}}},
+                 vintage="2016-04-01")
+    new = registry.read_registry(pipeline.warehouse).set_index("vintage").loc["2016-04-01"]
+    assert new["trained_through"] == pd.Timestamp("2016-03-29")  # trunc 3: labels known the evening before
+    assert new["trained_through"] > pd.Timestamp(old_days[1])  # it saw every old day
+
+    pipeline.run("predictions,ic_daily", old_days[0], "2016-06-30", run_config={"ops": {"ic_daily": {"config": REPORT}}})
+    pd.testing.assert_frame_equal(before, _scores(pipeline, *old_days), check_exact=True)
+    ic_after = pipeline.warehouse.query("SELECT * FROM ic_daily WHERE date BETWEEN ? AND ? ORDER BY date", list(old_days))
+    pd.testing.assert_frame_equal(ic_before, ic_after, check_exact=True)
+    later = _scores(pipeline, "2016-04-01", "2016-06-30")
+    assert set(later["model_version"]) == {new["version"]}
+    assert pipeline.warehouse.query(LEAK_QUERY).iloc[0, 0] == 0
+
+
+def test_a_crash_between_checkpoint_and_registry_leaves_the_previous_state(pipeline, full_run, monkeypatch):
+    before_registry = registry.read_registry(pipeline.warehouse)
+    before = _scores(pipeline, "2016-05-02", "2016-05-06")
+
+    def crash(*args, **kwargs):
+        raise OSError("killed after the checkpoint was written")
+
+    monkeypatch.setattr(registry, "register_vintage", crash)
+    pipeline.run_expecting_failure("alstm_model", run_config={"ops": {"alstm_model": {"config": {**ROLLING, **OPEN_GATE}}}},
+                                   vintage="2016-05-02")
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(registry.read_registry(pipeline.warehouse), before_registry)
+    pipeline.run("predictions", "2016-05-02", "2016-05-06")
+    pd.testing.assert_frame_equal(before, _scores(pipeline, "2016-05-02", "2016-05-06"), check_exact=True)
+
+
+def test_a_vintage_failing_the_gate_is_registered_as_rejected_and_never_serves(pipeline, full_run):
+    before = _scores(pipeline, "2016-06-01", "2016-06-30")
+    strict = {**ROLLING, "gate_max_loss_increase": -0.99}  # demands a 99 % lower loss: cannot pass
+    pipeline.run_expecting_failure("alstm_model", run_config={"ops": {"alstm_model": {"config": strict}}},
+                                   vintage="2016-06-01")
+    row = registry.read_registry(pipeline.warehouse).set_index("vintage").loc["2016-06-01"]
+    assert row["status"] == "rejected" and "keeps serving" in row["gate_reason"]
+    pipeline.run("predictions", "2016-06-01", "2016-06-30")
+    pd.testing.assert_frame_equal(before, _scores(pipeline, "2016-06-01", "2016-06-30"), check_exact=True)
 
 
 def test_predicting_a_day_without_features_fails_and_names_the_day(pipeline, full_run):
     # Runs last: it ingests a day beyond the range above.
     pipeline.run("raw_ohlcv,trading_calendar", "2016-07-01", "2016-07-01")
-    error = pipeline.run_expecting_failure("daily_predictions", "2016-07-01", "2016-07-01")
-    assert "no alpha158 rows for 2016-07-01" in error
+    error = pipeline.run_expecting_failure("predictions", "2016-07-01", "2016-07-01")
+    assert "no alpha158_features rows for 2016-07-01" in error
     assert pipeline.warehouse.query("SELECT count(*) FROM predictions WHERE date = '2016-07-01'").iloc[0, 0] == 0

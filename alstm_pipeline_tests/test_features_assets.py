@@ -1,4 +1,4 @@
-"""Features, labels, normaliser and segments through the Dagster assets match Qlib's golden values.
+"""Features, labels and a vintage's data through the Dagster assets match Qlib's golden values.
 
 The golden Qlib provider directory is the source: raw_ohlcv is backfilled from it into a
 DuckDB file, features and labels are materialised as one range run, read back and
@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from alstm_pipeline.dataset import ALSTM_FEATURES
-from alstm_pipeline.defs.model import read_segment
+from alstm_pipeline import vintages
+from alstm_pipeline.dataset.vintage_data import features_start, history_start, inference_samples, training_sets
+from alstm_pipeline.warehouse import tables
 from alstm_pipeline.features import ALPHA158_NAMES
 from alstm_pipeline_tests.pipeline import TestPipeline
 
@@ -53,7 +55,7 @@ def _assert_matches_golden(ours: pd.DataFrame, golden: pd.DataFrame, columns) ->
 
 
 def test_alpha158_assets_reproduce_qlib(golden_pipeline, golden_alpha158):
-    ours = golden_pipeline.warehouse.read_dates("alpha158", None, None)
+    ours = golden_pipeline.warehouse.read_dates("alpha158_features", None, None)
     _assert_matches_golden(ours, golden_alpha158, ALPHA158_NAMES)
 
 
@@ -65,9 +67,9 @@ def test_label_asset_reproduces_qlib(golden_pipeline, golden_alpha158):
 def test_one_partition_equals_the_range_run_bit_for_bit(golden_pipeline):
     store = golden_pipeline.warehouse
     day = pd.Timestamp("2015-08-24")  # a volatile Monday, deep inside the history
-    before = store.read_dates("alpha158", day, day)
+    before = store.read_dates("alpha158_features", day, day)
     golden_pipeline.run("alpha158_features", str(day.date()), str(day.date()))
-    after = store.read_dates("alpha158", day, day)
+    after = store.read_dates("alpha158_features", day, day)
     pd.testing.assert_frame_equal(before, after, check_exact=True)
     assert len(after) == 27
 
@@ -91,37 +93,32 @@ def test_label_of_the_last_ingested_days_is_nan_until_its_lookahead_arrives(gold
     assert events and all(event.metadata["lookahead_complete"].value is False for event in events)
 
 
-def test_segment_assets_reproduce_qlib_processed_frame_and_windows(golden_pipeline, golden_dir):
-    """feature_normalizer → valid/test segments → windows, through the assets, on the
-    golden handler (2012-01-01..2016-12-30, fit 2012–2014, valid 2015, test 2016)."""
-    segment = {"handler_start": "2012-01-01"}
-    golden_pipeline.run(
-        "feature_normalizer,valid_segment,test_segment",
-        run_config={"ops": {
-            "feature_normalizer": {"config": {"fit_start": "2012-01-01", "fit_end": "2014-12-31"}},
-            "valid_segment": {"config": {**segment, "start": "2015-01-01", "end": "2015-12-31"}},
-            "test_segment": {"config": {**segment, "start": "2016-01-01", "end": "2016-12-30"}},
-        }},
-    )
+def test_vintage_data_from_the_warehouse_reproduces_qlib_processed_frame_and_windows(golden_pipeline, golden_dir):
+    """A fixed vintage's normaliser, valid samples and test windows built from the tables
+    the assets wrote, on the golden handler (2012-01-01..2016-12-30, fit 2012–2014, valid
+    2015, test 2016), equal Qlib's processed frame and windows."""
     store = golden_pipeline.warehouse
+    calendar = tables.read_calendar(store)
+    plan = vintages.fixed_plan("2016-01-01", calendar, ("2012-01-01", "2014-12-31"), ("2015-01-01", "2015-12-31"),
+                               ("2012-01-01", "2014-12-31"), "2012-01-01")
+    first = features_start(calendar, plan)
+    features = tables.read_model_features(store, "alpha158_features", list(ALSTM_FEATURES), first, plan.valid_end)
+    stats, _, valid = training_sets(features, tables.read_labels(store, first, plan.valid_end), calendar, plan)
+
     processed = pd.read_parquet(golden_dir / "alstm_processed.parquet")
     processed["date"] = pd.to_datetime(processed["date"])
-    processed = processed.sort_values(["instrument", "date"], ignore_index=True)
-
-    test = store.query("SELECT * FROM test_segment ORDER BY instrument, date")
-    test["date"] = pd.to_datetime(test["date"])
-    expected = processed[processed["date"] >= test["date"].min()].reset_index(drop=True)
-    np.testing.assert_array_equal(test[list(ALSTM_FEATURES)].to_numpy(), expected[list(ALSTM_FEATURES)].to_numpy())
-    np.testing.assert_array_equal(test["LABEL0"].to_numpy(np.float32), expected["LABEL0_raw"].to_numpy(np.float32))
-
-    valid = store.query("SELECT * FROM valid_segment ORDER BY instrument, date")
-    valid["date"] = pd.to_datetime(valid["date"])
     learn = processed.dropna(subset=["LABEL0_learn"])
-    learn = learn[(learn["date"] >= valid["date"].min()) & (learn["date"] <= pd.Timestamp("2015-12-31"))].reset_index(drop=True)
-    np.testing.assert_allclose(valid["LABEL0"].to_numpy(), learn["LABEL0_learn"].to_numpy(), rtol=1e-12)
+    learn = learn[(learn["date"] >= "2015-01-01") & (learn["date"] <= "2015-12-31")]
+    got = pd.DataFrame({"date": valid.dates, "instrument": valid.instruments, "label": valid.targets().numpy()})
+    merged = got.merge(learn, on=["date", "instrument"])
+    assert len(merged) == len(got) == len(learn)
+    np.testing.assert_allclose(merged["label"].to_numpy(), merged["LABEL0_learn"].to_numpy(), rtol=1e-12)
 
+    test_days = calendar[(calendar >= "2016-01-01") & (calendar <= "2016-12-30")]
+    test_features = tables.read_model_features(store, "alpha158_features", list(ALSTM_FEATURES),
+                                               history_start(calendar, test_days[0]), test_days[-1])
+    samples = inference_samples(test_features, stats, calendar, test_days[0], test_days[-1])
     golden = np.load(golden_dir / "ts_windows.npz", allow_pickle=False)
-    samples = read_segment(store, "test_segment")
     position = {(str(d)[:10], i): k for k, (d, i) in enumerate(zip(samples.dates.astype("datetime64[D]"), samples.instruments))}
     ids = torch.tensor([position[(d, i)] for d, i in zip(golden["date"], golden["instrument"])])
     np.testing.assert_array_equal(samples.windows(ids).numpy(), golden["windows"][:, :, :20])

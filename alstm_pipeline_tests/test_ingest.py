@@ -54,14 +54,14 @@ def test_stored_fields_follow_qlib_adjustment(sample_pipeline):
 def test_holiday_partition_succeeds_with_zero_rows_and_says_so(sample_pipeline):
     result = sample_pipeline.run("universe,raw_ohlcv", "2016-07-04", "2016-07-04")
     (event,) = sample_pipeline.materialization(result, "raw_ohlcv")
-    assert event.metadata["rows"].value == 0
+    assert event.metadata["dagster/row_count"].value == 0
     assert "holiday" in event.metadata["note"].value
 
 
 def test_checks_pass_on_real_bars(sample_pipeline):
     result = sample_pipeline.run("universe,raw_ohlcv", *RANGE)
     checks = sample_pipeline.check_results(result, "raw_ohlcv")
-    assert set(checks) == {"no_duplicate_rows", "prices_ordered", "prices_positive", "volume_non_negative", "instrument_count_stable"}
+    assert set(checks) == {"prices_ordered", "instrument_count_stable", "no_adjusted_price_jumps"}
     assert all(check.passed for check in checks.values())
 
 
@@ -81,7 +81,30 @@ def test_price_order_check_fails_and_names_the_rows(tmp_path):
     assert not checks["prices_ordered"].passed
     assert checks["prices_ordered"].metadata["offending_rows"].value == 1
     assert broken.loc[row, "instrument"] in checks["prices_ordered"].metadata["rows"].value
-    assert checks["no_duplicate_rows"].passed
+    assert checks["no_adjusted_price_jumps"].passed
+
+
+def test_a_split_missing_from_the_factor_is_flagged_against_the_stored_previous_day(tmp_path):
+    bars = pd.read_parquet(SAMPLE_PATH, filters=[("date", ">=", pd.Timestamp("2016-06-27").date()), ("date", "<=", pd.Timestamp("2016-06-28").date())])
+    pipeline = TestPipeline(tmp_path, _write_panel(tmp_path / "bars.parquet", bars))
+    pipeline.run("universe,raw_ohlcv", "2016-06-27", "2016-06-27")
+    split = bars.copy()
+    day2 = split["date"] == split["date"].max()
+    name = split["instrument"].iloc[0]
+    # A 4:1 split recorded in the raw prices but not in adj_close: the adjusted close drops to a quarter.
+    for column in ("open", "high", "low", "close", "adj_close"):
+        if column in split:
+            split.loc[day2 & (split["instrument"] == name), column] /= 4
+    _write_panel(tmp_path / "bars.parquet", split)
+    result = pipeline.run("raw_ohlcv", "2016-06-28", "2016-06-28")
+    check = pipeline.check_results(result, "raw_ohlcv")["no_adjusted_price_jumps"]
+    assert not check.passed and check.metadata["offending_rows"].value == 1
+    assert name in check.metadata["rows"].value
+
+
+def test_raw_ohlcv_alone_on_a_fresh_home_fails_naming_the_selection_to_use(tmp_path):
+    error = TestPipeline(tmp_path, SAMPLE_PATH).run_expecting_failure("raw_ohlcv", "2016-06-27", "2016-06-28")
+    assert "universe" in error and "'+raw_ohlcv'" in error
 
 
 def test_instrument_count_collapse_is_flagged(tmp_path):

@@ -38,6 +38,17 @@ def test_instrument_count_collapse_compares_with_the_previous_day():
     assert collapsed["previous_day_instruments"].tolist() == [98]
 
 
-def test_zero_volume_is_allowed_and_negative_is_not():
-    raw = pd.DataFrame({"instrument": ["A", "B"], "date": DAY, "volume": [0.0, -1.0]})
-    assert quality.negative_volume(raw)["instrument"].tolist() == ["B"]
+def test_adjusted_price_jump_against_the_previous_stored_close():
+    previous = pd.DataFrame({"instrument": ["A", "B"], "date": DAY - pd.Timedelta(days=1), "close": [10.0, 10.0]})
+    bars = pd.DataFrame({"instrument": ["A", "B", "A"], "date": [DAY, DAY, DAY + pd.Timedelta(days=1)],
+                         "close": [31.0, 12.0, 30.0]})
+    jumped = quality.adjusted_price_jumps(bars, previous)
+    # A: 10 → 31 is a 3.1× move (a missing split); 31 → 30 and B's 10 → 12 are markets.
+    assert jumped[["instrument", "date"]].values.tolist() == [["A", DAY]]
+    assert jumped["previous_close"].tolist() == [10.0]
+
+
+def test_stale_days_allow_a_long_weekend_and_count_beyond_it():
+    friday = pd.Timestamp("2021-04-16")
+    assert quality.stale_days(friday, pd.Timestamp("2021-04-21")) == 0  # 3 weekdays behind
+    assert quality.stale_days(friday, pd.Timestamp("2021-04-28")) == 4  # 8 weekdays behind

@@ -1,151 +1,141 @@
 """Schedules and the sensor that keep the graph current without anyone clicking.
 
 - ``daily_update`` (weekday evenings): ingest today's bars and recompute features, labels,
-  predictions and IC over the last few weekdays, so the label (and IC) of the day whose
-  two-day look-ahead just completed is filled in by the same run.
-- ``daily_retrain`` (weekday nights): re-fit the model on segments ending at the latest
-  labelled day (rolling) or on the configured segments (fixed), optionally warm-started
-  with fewer epochs, then re-predict today with the new model.
-- ``follow_raw_backfill`` (sensor): when raw_ohlcv partitions are re-materialised by any
-  other run (a late backfill or a correction), recompute every downstream day they touch.
+  predictions, IC over the last few weekdays (the label and IC of the day whose two-day
+  look-ahead just completed are filled in by the same run), then the backtest.
+- ``daily_retrain`` (weekday nights): when ``ALSTM_PIPELINE_RETRAIN_STEP`` trading days
+  have passed since the newest vintage, train tonight's rolling vintage (serving from the
+  next weekday), warm-started from the vintage in force, behind the promotion gate.
+- ``follow_raw_backfill`` (sensor): when raw_ohlcv partitions are re-materialised by a run
+  or backfill that did not also recompute features, recompute every downstream day.
 
-All three are RUNNING by default on a new instance. Times, time zone and retraining
-policy come from the environment (names below) so a deployment changes them without code.
+All three are RUNNING by default. Times, time zone and retraining policy come from the
+environment (settings.py), so a deployment changes them without code.
 """
 
-import os
-from dataclasses import dataclass
+
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from alstm_pipeline import vintages
 from alstm_pipeline.defs.features import alpha158_features, labels
 from alstm_pipeline.defs.ingest import raw_ohlcv, trading_calendar
-from alstm_pipeline.defs.model import alstm_model, train_segment, valid_segment
-from alstm_pipeline.defs.partitions import LOOKBACK_WEEKDAYS, WEEKDAYS
-from alstm_pipeline.defs.serving import daily_predictions, ic_report
-from alstm_pipeline.settings import load_settings
-from alstm_pipeline.warehouse import Warehouse
+from alstm_pipeline.defs.model import alstm_model
+from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK, VINTAGES, WEEKDAYS
+from alstm_pipeline.defs.serving import backtest_daily, ic_daily, predictions
+from alstm_pipeline.settings import Settings, load_settings
+from alstm_pipeline.warehouse import Warehouse, registry, tables
 
 # Weekdays re-done behind today: two trading days of label look-ahead plus a holiday.
 RELABEL_WEEKDAYS = 4
+# Dagster's tags for a run over a partition range, and the tag shared by a backfill's runs.
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+BACKFILL_TAG = "dagster/backfill"
 
-
-@dataclass(frozen=True)
-class AutomationSettings:
-    timezone: str = "America/New_York"
-    daily_cron: str = "30 18 * * 1-5"
-    retrain_cron: str = "0 20 * * 1-5"
-    retrain_mode: str = "rolling"  # or "fixed": the segments' configured dates
-    train_years: int = 7
-    valid_years: int = 2
-    warm_start: bool = True
-    warm_start_epochs: int = 5
-
-    @classmethod
-    def from_env(cls) -> "AutomationSettings":
-        env = os.environ.get
-        default = cls()
-        return cls(
-            timezone=env("ALSTM_PIPELINE_TIMEZONE", default.timezone),
-            daily_cron=env("ALSTM_PIPELINE_DAILY_CRON", default.daily_cron),
-            retrain_cron=env("ALSTM_PIPELINE_RETRAIN_CRON", default.retrain_cron),
-            retrain_mode=env("ALSTM_PIPELINE_RETRAIN_MODE", default.retrain_mode),
-            train_years=int(env("ALSTM_PIPELINE_TRAIN_YEARS", default.train_years)),
-            valid_years=int(env("ALSTM_PIPELINE_VALID_YEARS", default.valid_years)),
-            warm_start=env("ALSTM_PIPELINE_WARM_START", "1" if default.warm_start else "0") == "1",
-            warm_start_epochs=int(env("ALSTM_PIPELINE_WARM_START_EPOCHS", default.warm_start_epochs)),
-        )
-
-
-AUTOMATION = AutomationSettings.from_env()
-if AUTOMATION.retrain_mode not in ("rolling", "fixed"):
-    raise ValueError(f'ALSTM_PIPELINE_RETRAIN_MODE must be "rolling" or "fixed", not {AUTOMATION.retrain_mode!r}')
+SETTINGS = load_settings()
 
 daily_update_job = dg.define_asset_job(
     "daily_update",
-    selection=[raw_ohlcv, trading_calendar, alpha158_features, labels, daily_predictions, ic_report],
-    description="today's bars → features, labels (of the day whose look-ahead completed) → predictions → IC",
+    selection=[raw_ohlcv, trading_calendar, alpha158_features, labels, predictions, ic_daily, backtest_daily],
+    description="today's bars → features, labels (of the day whose look-ahead completed) → predictions → IC → backtest",
 )
 retrain_job = dg.define_asset_job(
-    "daily_retrain",
-    selection=[train_segment, valid_segment, alstm_model, daily_predictions],
-    description="re-fit alstm_model on fresh segments, then re-predict today",
+    "daily_retrain", selection=[alstm_model], partitions_def=VINTAGES,
+    description="train tonight's rolling vintage behind the promotion gate",
 )
 downstream_job = dg.define_asset_job(
     "follow_raw_backfill",
-    selection=[trading_calendar, alpha158_features, labels, daily_predictions, ic_report],
+    selection=[trading_calendar, alpha158_features, labels, predictions, ic_daily],
     description="recompute the days downstream of re-ingested raw_ohlcv partitions",
 )
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:
     """Tags that make one run cover a partition range (single-run backfill)."""
-    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+    return {RANGE_START_TAG: first, RANGE_END_TAG: last}
+
+
+def local_today(when: datetime, settings: Settings = SETTINGS) -> pd.Timestamp:
+    """The schedules' date at ``when``: an evening run in New York is already the next day in UTC."""
+    return pd.Timestamp(when.astimezone(ZoneInfo(settings.timezone)).strftime("%Y-%m-%d"))
 
 
 def current_keys(when: datetime) -> list[str]:
-    """Weekday partition keys up to the schedule's local date at ``when``.
-
-    Partition keys are dates; an evening run in New York is already the next day in UTC,
-    so "today" is taken in the schedules' time zone, not from the UTC clock.
-    """
-    today = when.astimezone(ZoneInfo(AUTOMATION.timezone)).strftime("%Y-%m-%d")
+    """Weekday partition keys up to the schedules' local date at ``when``."""
+    today = local_today(when).strftime("%Y-%m-%d")
     return [key for key in WEEKDAYS.get_partition_keys(current_time=when) if key <= today]
 
 
-@dg.schedule(job=daily_update_job, cron_schedule=AUTOMATION.daily_cron, execution_timezone=AUTOMATION.timezone,
+@dg.schedule(job=daily_update_job, cron_schedule=SETTINGS.daily_cron, execution_timezone=SETTINGS.timezone,
              default_status=dg.DefaultScheduleStatus.RUNNING)
-def daily_update_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+def daily_update_schedule(context: dg.ScheduleEvaluationContext):
     keys = current_keys(context.scheduled_execution_time)
+    if not keys:
+        return dg.SkipReason("no weekday partition up to today")
     first, last = keys[max(0, len(keys) - 1 - RELABEL_WEEKDAYS)], keys[-1]
     return dg.RunRequest(run_key=f"daily_update-{last}", tags=range_tags(first, last))
 
 
-def rolling_segments(last_labelled: pd.Timestamp, train_years: int, valid_years: int) -> dict[str, dict[str, str]]:
-    """Train then valid, back to back, the valid segment ending on the latest labelled day."""
-    valid_start = last_labelled - pd.DateOffset(years=valid_years) + pd.Timedelta(days=1)
-    train_start = valid_start - pd.DateOffset(years=train_years)
-    day = lambda stamp: stamp.strftime("%Y-%m-%d")  # noqa: E731
-    # The train start is the handler start of both: windows never reach before it (§6).
-    return {
-        "train_segment": {"start": day(train_start), "end": day(valid_start - pd.Timedelta(days=1)), "handler_start": day(train_start)},
-        "valid_segment": {"start": day(valid_start), "end": day(last_labelled), "handler_start": day(train_start)},
-    }
+def retrain_request(store: Warehouse, as_of: pd.Timestamp, settings: Settings = SETTINGS) -> dg.RunRequest | dg.SkipReason:
+    """What ``daily_retrain`` does on the evening of ``as_of`` (also ``alstm-pipeline retrain``):
+    the rolling vintage serving from the next weekday, if ``retrain_step`` trading days have
+    passed since the newest promoted vintage began serving."""
+    if tables.last_labelled_day(store) is None:
+        return dg.SkipReason("no labelled day in the warehouse yet: run the main job (alstm-pipeline run) first")
+    key = vintages.vintage_key(as_of + pd.offsets.BDay(1))
+    calendar = tables.read_calendar(store)
+    known = registry.read_registry(store)
+    promoted = known[known["status"] == "promoted"]
+    if len(promoted):
+        newest = pd.Timestamp(promoted["serves_from"].max())
+        elapsed = int(((calendar >= newest) & (calendar <= as_of)).sum())
+        if elapsed < settings.retrain_step and key != vintages.vintage_key(newest):
+            return dg.SkipReason(f"{elapsed} trading day(s) since vintage {newest.date()} began serving; "
+                                 f"the next one is due after {settings.retrain_step} (ALSTM_PIPELINE_RETRAIN_STEP)")
+    try:
+        vintages.rolling_plan(key, calendar[calendar <= as_of], settings.train_days, settings.valid_days, settings.trunc_days)
+    except vintages.VintageError as error:
+        return dg.SkipReason(str(error))
+    training: dict[str, object] = {"mode": "rolling", "train_days": settings.train_days,
+                                   "valid_days": settings.valid_days, "trunc_days": settings.trunc_days}
+    if settings.warm_start:
+        training.update({"warm_start": True, "n_epochs": settings.warm_start_epochs})
+    return dg.RunRequest(
+        run_key=f"daily_retrain-{key}", partition_key=key,
+        run_config={"ops": {"alstm_model": {"config": training}}},
+        dynamic_partitions_requests=[VINTAGES.build_add_request([key])],
+    )
 
 
-def last_labelled_day(store: Warehouse) -> pd.Timestamp | None:
-    """The latest day whose label is known: two trading days before the last ingested day."""
-    if not store.table_exists("labels"):
-        return None
-    found = store.query("SELECT max(date) FROM labels WHERE LABEL0 IS NOT NULL").iloc[0, 0]
-    return None if pd.isna(found) else pd.Timestamp(found)
-
-
-@dg.schedule(job=retrain_job, cron_schedule=AUTOMATION.retrain_cron, execution_timezone=AUTOMATION.timezone,
+@dg.schedule(job=retrain_job, cron_schedule=SETTINGS.retrain_cron, execution_timezone=SETTINGS.timezone,
              default_status=dg.DefaultScheduleStatus.RUNNING)
 def daily_retrain_schedule(context: dg.ScheduleEvaluationContext):
-    today = current_keys(context.scheduled_execution_time)[-1]
-    ops: dict[str, dict] = {}
-    if AUTOMATION.retrain_mode == "rolling":
-        last = last_labelled_day(Warehouse(load_settings().warehouse_path))
-        if last is None:
-            return dg.SkipReason("no labelled day in the warehouse yet: run the main job (alstm-pipeline run) first")
-        ops = {name: {"config": dates} for name, dates in rolling_segments(last, AUTOMATION.train_years, AUTOMATION.valid_years).items()}
-    training = {"warm_start": AUTOMATION.warm_start}
-    if AUTOMATION.warm_start:
-        training["n_epochs"] = AUTOMATION.warm_start_epochs
-    ops["alstm_model"] = {"config": training}
-    return dg.RunRequest(run_key=f"daily_retrain-{today}", partition_key=today, run_config={"ops": ops})
+    store = Warehouse(SETTINGS.warehouse_path)
+    if not store.path.exists():
+        return dg.SkipReason(f"no warehouse at {store.path} yet: run the main job (alstm-pipeline run) first")
+    return retrain_request(store, local_today(context.scheduled_execution_time))
 
 
-def recomputed_downstream(run: dg.DagsterRun | None) -> bool:
-    """Whether the run that wrote raw days also recomputed the features of those days
-    (the main job, the daily job, "Materialize all"): nothing is left to follow then."""
-    return run is None or run.asset_selection is None or alpha158_features.key in run.asset_selection
+def covered_by_its_run_or_backfill(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> bool:
+    """Whether the run that wrote raw days — or the backfill it belongs to — also
+    recomputes their features (the main job, the daily job, "Materialize all")."""
+    def selects_features(selection) -> bool:
+        return selection is None or alpha158_features.key in selection
+
+    if run is None or selects_features(run.asset_selection):
+        return True
+    backfill_id = run.tags.get(BACKFILL_TAG)
+    if not backfill_id:
+        return False
+    backfill = instance.get_backfill(backfill_id)
+    if backfill is not None and backfill.asset_selection is not None:
+        return alpha158_features.key in backfill.asset_selection
+    siblings = instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_TAG: backfill_id}))
+    return any(selects_features(sibling.asset_selection) for sibling in siblings)
 
 
 @dg.sensor(job=downstream_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -154,12 +144,14 @@ def follow_raw_backfill(context: dg.SensorEvaluationContext):
 
     A raw day D feeds features of D and of the ~60 trading days after it (their lookback)
     and the labels of the two trading days before it, so the run covers
-    [D − RELABEL_WEEKDAYS, D + LOOKBACK_WEEKDAYS] in weekday partitions.
+    [D − RELABEL_WEEKDAYS, D + the lookback's weekdays]. Predictions of those days are
+    re-scored by the vintages in force on them, as on their first run.
     """
     records = context.instance.fetch_materializations(raw_ohlcv.key, limit=1000, cursor=context.cursor, ascending=True)
     changed: set[str] = set()
     for record in records.records:
-        if record.partition_key and not recomputed_downstream(context.instance.get_run_by_id(record.run_id)):
+        run = context.instance.get_run_by_id(record.run_id)
+        if record.partition_key and not covered_by_its_run_or_backfill(context.instance, run):
             changed.add(record.partition_key)
     context.update_cursor(records.cursor)
     if not changed:
@@ -167,5 +159,6 @@ def follow_raw_backfill(context: dg.SensorEvaluationContext):
     keys = WEEKDAYS.get_partition_keys()
     low = keys.index(min(changed)) if min(changed) in keys else 0
     high = keys.index(max(changed)) if max(changed) in keys else len(keys) - 1
-    first, last = keys[max(0, low - RELABEL_WEEKDAYS)], keys[min(len(keys) - 1, high + LOOKBACK_WEEKDAYS)]
+    first = keys[max(0, low - RELABEL_WEEKDAYS)]
+    last = keys[min(len(keys) - 1, high + FEATURE_LOOKBACK.weekdays)]
     return dg.RunRequest(run_key=f"follow_raw_backfill-{records.cursor}", tags=range_tags(first, last))

@@ -7,15 +7,8 @@ from alstm_pipeline import quality
 from alstm_pipeline.defs.ingest import raw_ohlcv
 from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK, LABEL_LOOKAHEAD, WEEKDAYS, window_dates
 from alstm_pipeline.defs.resources import WarehouseResource
-from alstm_pipeline.features import (
-    ALPHA158_NAMES,
-    FEATURE_INPUTS,
-    LABEL_LOOKAHEAD_ROWS,
-    LOOKBACK_ROWS,
-    compute_alpha158,
-    compute_label,
-)
-from alstm_pipeline.warehouse import Warehouse
+from alstm_pipeline.features import ALPHA158_NAMES, FEATURE_INPUTS, compute_alpha158, compute_label
+from alstm_pipeline.warehouse import tables
 
 # A column may be NaN on up to this share of a partition's rows: warm-up rows of new
 # listings (ROC60 needs 60 rows) and suspended days are NaN in Qlib too; more than this
@@ -47,32 +40,6 @@ LABEL_SCHEMA = dg.TableSchema(
 )
 
 
-def read_raw_with_margin(
-    store: Warehouse, start: pd.Timestamp, end: pd.Timestamp, rows_before: int, rows_after: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Raw bars from ``rows_before`` trading days before ``start`` to ``rows_after`` trading
-    days after ``end``, and each instrument's first and last date in the whole table.
-
-    Qlib's series run from an instrument's first to its last date (semantics §1.1): the
-    span lets a slice tell "suspended on this day" (a NaN row) from "not listed yet" (no
-    row), so a day computed from the slice equals the full-history computation.
-    """
-    first = store.query(
-        "SELECT coalesce(min(date), ?) FROM (SELECT date FROM trading_calendar WHERE date < ? "
-        "ORDER BY date DESC LIMIT ?)",
-        [start.date(), start.date(), rows_before],
-    ).iloc[0, 0]
-    last = store.query(
-        "SELECT coalesce(max(date), ?) FROM (SELECT date FROM trading_calendar WHERE date > ? "
-        "ORDER BY date LIMIT ?)",
-        [end.date(), end.date(), rows_after],
-    ).iloc[0, 0]
-    raw = store.read_dates("raw_ohlcv", pd.Timestamp(first), pd.Timestamp(last))
-    spans = store.query("SELECT instrument, min(date) AS first, max(date) AS last FROM raw_ohlcv GROUP BY instrument")
-    spans = spans.set_index("instrument")
-    return raw, spans.apply(pd.to_datetime)
-
-
 def _in_range(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     return frame[(frame["date"] >= start) & (frame["date"] <= end)].reset_index(drop=True)
 
@@ -97,23 +64,23 @@ FEATURE_CHECKS = [
     kinds={"duckdb"},
     partitions_def=WEEKDAYS,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[dg.AssetDep(raw_ohlcv, partition_mapping=FEATURE_LOOKBACK), "trading_calendar"],
+    deps=[dg.AssetDep(raw_ohlcv, partition_mapping=FEATURE_LOOKBACK.mapping()), "trading_calendar"],
     check_specs=FEATURE_CHECKS,
     metadata={
         "dagster/column_schema": ALPHA158_SCHEMA,
         "dagster/column_lineage": ALPHA158_LINEAGE,
-        "dagster/table_name": "alpha158",
+        "dagster/table_name": "alpha158_features",
     },
 )
 def alpha158_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Qlib's 158 Alpha158 features per (instrument, trading day): reads the raw days of the
     range plus the 60 trading days before it (the longest window), never the whole history."""
     start, end = window_dates(context)
-    store = warehouse.get()
-    raw, spans = read_raw_with_margin(store, start, end, LOOKBACK_ROWS, 0)
+    store = warehouse.get(context.log.info)
+    raw, spans = tables.read_raw_with_margin(store, start, end, FEATURE_LOOKBACK.trading_days, 0)
     features = _in_range(compute_alpha158(raw, first_dates=spans["first"], last_dates=spans["last"]), start, end)
-    rows = store.replace_date_range("alpha158", features, start, end)
-    context.log.info(f"alpha158 {start.date()}..{end.date()}: {rows} rows from {len(raw)} raw rows read")
+    rows = tables.write_features(store, "alpha158_features", features, start, end)
+    context.log.info(f"alpha158_features {start.date()}..{end.date()}: {rows} rows from {len(raw)} raw rows read")
 
     infinite = quality.infinite_rows(features, ALPHA158_NAMES)
     # VWAP0 is NaN everywhere when the source has no vwap, exactly as in Qlib (§1.3).
@@ -125,7 +92,7 @@ def alpha158_features(context: dg.AssetExecutionContext, warehouse: WarehouseRes
         dg.AssetCheckResult(
             check_name="no_infinite_values",
             passed=infinite.empty,
-            metadata={"rows_with_inf": len(infinite), "rows": dg.MetadataValue.md(quality.as_markdown(infinite))},
+            metadata={"rows_with_inf": len(infinite), "offending_rows": dg.MetadataValue.md(quality.as_markdown(infinite))},
         ),
         dg.AssetCheckResult(
             check_name="nan_share_within_bounds",
@@ -139,13 +106,13 @@ def alpha158_features(context: dg.AssetExecutionContext, warehouse: WarehouseRes
         dg.AssetCheckResult(
             check_name="row_count_matches_raw",
             passed=missing_rows == 0,
-            metadata={"rows": rows, "raw_rows": len(traded), "suspended_rows": suspended_rows,
+            metadata={"feature_rows": rows, "raw_rows": len(traded), "suspended_rows": suspended_rows,
                       "raw_rows_without_features": missing_rows},
         ),
     ]
     return dg.MaterializeResult(
         metadata={
-            "rows": rows,
+            "dagster/row_count": rows,
             "instruments": int(features["instrument"].nunique()),
             "date_range": f"{start.date()}..{end.date()}",
             "raw_rows_read": len(raw),
@@ -161,7 +128,7 @@ def alpha158_features(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     kinds={"duckdb"},
     partitions_def=WEEKDAYS,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[dg.AssetDep(raw_ohlcv, partition_mapping=LABEL_LOOKAHEAD), "trading_calendar"],
+    deps=[dg.AssetDep(raw_ohlcv, partition_mapping=LABEL_LOOKAHEAD.mapping()), "trading_calendar"],
     metadata={"dagster/column_schema": LABEL_SCHEMA, "dagster/table_name": "labels"},
 )
 def labels(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -169,21 +136,18 @@ def labels(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> d
     D+2 (semantics §4). Until D+2 is ingested the label of D is NaN, as Qlib gives at the
     end of its data; the daily job re-materialises the day once its look-ahead arrives."""
     start, end = window_dates(context)
-    store = warehouse.get()
-    raw, spans = read_raw_with_margin(store, start, end, 0, LABEL_LOOKAHEAD_ROWS)
+    store = warehouse.get(context.log.info)
+    raw, spans = tables.read_raw_with_margin(store, start, end, 0, LABEL_LOOKAHEAD.trading_days)
     label = _in_range(compute_label(raw, first_dates=spans["first"], last_dates=spans["last"]), start, end)
-    rows = store.replace_date_range("labels", label, start, end)
-    last_ingested = store.query("SELECT max(date) FROM raw_ohlcv").iloc[0, 0]
-    days_after = store.query(
-        "SELECT count(*) FROM trading_calendar WHERE date > ?", [end.date()]
-    ).iloc[0, 0]
-    pending = int(days_after < LABEL_LOOKAHEAD_ROWS)
+    rows = tables.write_labels(store, label, start, end)
+    last_ingested = tables.last_ingested_day(store)
+    pending = tables.trading_days_after(store, end) < LABEL_LOOKAHEAD.trading_days
     return dg.MaterializeResult(
         metadata={
-            "rows": rows,
+            "dagster/row_count": rows,
             "labelled_rows": int(label["LABEL0"].notna().sum()),
             "date_range": f"{start.date()}..{end.date()}",
             "lookahead_complete": not pending,
-            "last_ingested_day": str(last_ingested),
+            "last_ingested_day": str(last_ingested.date()) if last_ingested is not None else "none",
         }
     )

@@ -6,7 +6,8 @@ import pandas as pd
 from alstm_pipeline import quality
 from alstm_pipeline.defs.partitions import WEEKDAYS, window_dates
 from alstm_pipeline.defs.resources import MarketDataResource, WarehouseResource
-from alstm_pipeline.sources import RAW_COLUMNS
+from alstm_pipeline.sources import RAW_COLUMNS, SourceDataError, SourceReport
+from alstm_pipeline.warehouse import WarehouseError, tables
 
 RAW_SCHEMA = dg.TableSchema(
     columns=[
@@ -41,14 +42,18 @@ def universe(
 ) -> dg.MaterializeResult:
     """Instruments and their membership spans (Qlib's instruments/<market>.txt): the
     ALSTM_PIPELINE_UNIVERSE file, or every instrument of the source over its whole history."""
-    source = market_data.open()
-    spans = market_data.universe(source).spans.sort_values(["instrument", "start"]).reset_index(drop=True)
-    unknown = sorted(set(spans["instrument"]) - set(source.instruments()))
+    try:
+        source = market_data.open()
+        spans = market_data.universe(source).spans.sort_values(["instrument", "start"]).reset_index(drop=True)
+        unknown = sorted(set(spans["instrument"]) - set(source.instruments()))
+    except (SourceDataError, OSError, ValueError) as error:
+        raise _source_failure(error) from None
     if unknown:
         context.log.warning(f"{len(unknown)} universe instruments are not in the source: {unknown[:10]}")
-    warehouse.get().replace_table("universe", spans)
+    tables.write_universe(warehouse.get(context.log.info), spans)
     return dg.MaterializeResult(
         metadata={
+            "dagster/row_count": len(spans),
             "instruments": spans["instrument"].nunique(),
             "spans": len(spans),
             "source": str(source.path),
@@ -58,15 +63,33 @@ def universe(
     )
 
 
+def _source_failure(error: Exception) -> dg.Failure:
+    """A failure whose message is the source's own report (every bad file at once) and whose
+    metadata carries the problems as a table, so the UI shows them without a traceback."""
+    metadata: dict[str, object] = {}
+    if isinstance(error, SourceReport):
+        metadata = {
+            "problems_total": error.total,
+            "bad_files": len(error.bad_files),
+            "files_checked": error.files_checked,
+            "problems": dg.MetadataValue.md(quality.as_markdown(error.problems, limit=50)),
+            "problems_per_file": dg.MetadataValue.md(quality.as_markdown(error.counts, limit=50)),
+        }
+    return dg.Failure(description=f"raw_ohlcv: the source has problems, nothing was written.\n{error}", metadata=metadata,
+                      allow_retries=False)
+
+
 RAW_CHECKS = [
-    dg.AssetCheckSpec("no_duplicate_rows", asset="raw_ohlcv", description="one row per (instrument, date)"),
     dg.AssetCheckSpec("prices_ordered", asset="raw_ohlcv", description="low ≤ open, close ≤ high"),
-    dg.AssetCheckSpec("prices_positive", asset="raw_ohlcv", description="open, high, low, close > 0"),
-    dg.AssetCheckSpec("volume_non_negative", asset="raw_ohlcv", description="volume ≥ 0"),
     dg.AssetCheckSpec(
         "instrument_count_stable",
         asset="raw_ohlcv",
         description=f"no day keeps fewer than {quality.MIN_INSTRUMENT_RATIO:.0%} of the previous day's instruments",
+    ),
+    dg.AssetCheckSpec(
+        "no_adjusted_price_jumps",
+        asset="raw_ohlcv",
+        description=f"no adjusted close moves more than {quality.MAX_DAILY_PRICE_RATIO:g}× in a day (a split missing from the factor)",
     ),
 ]
 
@@ -88,16 +111,26 @@ def raw_ohlcv(
     history, membership spans only cut rows later, because Alpha158 uses history from
     before an instrument joins the index (semantics §1.4)."""
     start, end = window_dates(context)
-    store = warehouse.get()
-    members = store.query("SELECT DISTINCT instrument FROM universe")["instrument"].tolist()
-    source = market_data.open()
-    bars = source.read(start=start, end=end, instruments=members)[list(RAW_COLUMNS)]
-    rows = store.replace_date_range("raw_ohlcv", bars, start, end)
+    store = warehouse.get(context.log.info)
+    try:
+        members = tables.universe_instruments(store)
+    except WarehouseError:
+        raise dg.Failure(
+            description="raw_ohlcv reads the universe table, which does not exist yet in this home. "
+            "Fix: select '+raw_ohlcv' (universe and raw_ohlcv) for the first run.", allow_retries=False
+        ) from None
+    try:
+        source = market_data.open()
+        bars = source.read(start=start, end=end, instruments=members)[list(RAW_COLUMNS)]
+    except (SourceDataError, OSError) as error:
+        raise _source_failure(error) from None
+    previous = tables.previous_day_instruments(store, start)
+    rows = tables.write_raw(store, bars, start, end)
 
     days = bars["date"].nunique()
     context.log.info(f"raw_ohlcv {start.date()}..{end.date()}: {rows} rows, {days} trading days from {source.path}")
     metadata: dict[str, object] = {
-        "rows": rows,
+        "dagster/row_count": rows,
         "instruments": int(bars["instrument"].nunique()),
         "trading_days": int(days),
         "date_range": f"{start.date()}..{end.date()}",
@@ -108,23 +141,19 @@ def raw_ohlcv(
     else:
         metadata["first_trading_day"] = str(bars["date"].min().date())
         metadata["last_trading_day"] = str(bars["date"].max().date())
-        metadata["preview"] = dg.MetadataValue.md(quality.as_markdown(bars, limit=10))
-    return dg.MaterializeResult(metadata=metadata, check_results=_raw_checks(store, bars, start))
+    return dg.MaterializeResult(metadata=metadata, check_results=_raw_checks(previous, bars))
 
 
-def _raw_checks(store, bars: pd.DataFrame, start: pd.Timestamp) -> list[dg.AssetCheckResult]:
-    previous_day = store.query(
-        "SELECT instrument, date FROM raw_ohlcv WHERE date = (SELECT max(date) FROM raw_ohlcv WHERE date < ?)",
-        [start.date()],
-    )
-    counts = pd.concat([previous_day, bars[["instrument", "date"]]]).groupby("date")["instrument"].nunique()
+def _raw_checks(previous: pd.DataFrame, bars: pd.DataFrame) -> list[dg.AssetCheckResult]:
+    """The checks of the bars just written; ``previous`` is the last stored day before
+    them (instrument, date, close), so the first day of a range has a day to compare with."""
+    keys = pd.concat([previous[["instrument", "date"]], bars[["instrument", "date"]]])
+    counts = keys.groupby("date")["instrument"].nunique()
     counts.index = pd.to_datetime(counts.index)
     findings = {
-        "no_duplicate_rows": quality.duplicate_rows(bars),
         "prices_ordered": quality.price_order_violations(bars),
-        "prices_positive": quality.non_positive_prices(bars),
-        "volume_non_negative": quality.negative_volume(bars),
         "instrument_count_stable": quality.instrument_count_collapses(counts.sort_index()),
+        "no_adjusted_price_jumps": quality.adjusted_price_jumps(bars, previous),
     }
     results = []
     for name, offending in findings.items():
@@ -141,13 +170,23 @@ def _raw_checks(store, bars: pd.DataFrame, start: pd.Timestamp) -> list[dg.Asset
     deps=[raw_ohlcv],
     metadata={"dagster/table_name": "trading_calendar"},
 )
-def trading_calendar(warehouse: WarehouseResource) -> dg.MaterializeResult:
+def trading_calendar(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """The sorted distinct dates present in raw_ohlcv (all instruments): the market
     calendar every window counts in (semantics §1.1)."""
-    store = warehouse.get()
-    with store.connect() as con:
-        con.execute("CREATE OR REPLACE VIEW trading_calendar AS SELECT DISTINCT date FROM raw_ohlcv ORDER BY date")
-        first, last, days = con.execute("SELECT min(date), max(date), count(*) FROM trading_calendar").fetchone()
-    return dg.MaterializeResult(
-        metadata={"trading_days": int(days), "first_day": str(first), "last_day": str(last)}
+    first, last, days = tables.refresh_calendar(warehouse.get(context.log.info))
+    return dg.MaterializeResult(metadata={"dagster/row_count": days, "first_day": first, "last_day": last})
+
+
+@dg.asset_check(asset=trading_calendar, description="the newest ingested day is at most a long weekend behind the last partition")
+def raw_data_fresh(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    """Fails when the source stopped updating: the last ingested day trails the last
+    weekday partition (today in live mode) by more than a long weekend."""
+    last = tables.last_ingested_day(warehouse.get())
+    keys = WEEKDAYS.get_partition_keys()
+    expected = pd.Timestamp(keys[-1]) if keys else pd.Timestamp.today().normalize()
+    behind = quality.stale_days(last, expected)
+    return dg.AssetCheckResult(
+        passed=behind == 0, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"last_ingested_day": str(last.date()) if last is not None else "none",
+                  "last_partition": str(expected.date()), "weekdays_beyond_allowance": behind},
     )

@@ -1,185 +1,52 @@
-"""Model: the fitted normaliser, the train/valid/test segments and the ALSTM model."""
+"""Model: one ALSTM vintage per partition, registered in model_registry behind a promotion gate.
+
+A vintage partition is keyed by the first day the model may score (vintages.py). Its
+windows are Qlib's fixed split (the benchmark default) or RollingGen's sliding windows;
+its normaliser is fitted on its own fit window and stored with it; its checkpoint
+becomes visible only when its registry row commits.
+"""
+
 
 import base64
 import json
+import shutil
+import uuid
 
 import dagster as dg
-from pydantic import Field
 import pandas as pd
+from pydantic import Field
 
-from alstm_pipeline import quality
-from alstm_pipeline.dataset import (
-    ALSTM_FEATURES,
-    STEP_LEN,
-    apply_normalizer,
-    build_samples,
-    fit_normalizer,
-    infer_frame,
-    learn_frame,
-    process_label,
-)
+from alstm_pipeline import vintages
+from alstm_pipeline.dataset import ALSTM_FEATURES
+from alstm_pipeline.dataset.vintage_data import features_start, training_sets, validation_figures, validation_samples
 from alstm_pipeline.defs.features import alpha158_features, labels
-from alstm_pipeline.defs.ingest import trading_calendar, universe
+from alstm_pipeline.defs.partitions import VINTAGES
 from alstm_pipeline.defs.resources import ModelStoreResource, WarehouseResource
-from alstm_pipeline.model import TrainConfig, plot_losses, save_checkpoint, train_alstm
-from alstm_pipeline.sources import Universe
-from alstm_pipeline.warehouse import Warehouse
+from alstm_pipeline.model import TrainConfig, load_checkpoint, plot_losses, predict, save_checkpoint, train_alstm
+from alstm_pipeline.settings import load_settings
+from alstm_pipeline.warehouse import registry, tables
 
-FEATURE_COLUMNS = ", ".join(f'"{name}"' for name in ALSTM_FEATURES)
-
-
-def read_calendar(store: Warehouse) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(pd.to_datetime(store.query("SELECT date FROM trading_calendar ORDER BY date")["date"]))
-
-
-def read_universe(store: Warehouse) -> Universe:
-    spans = store.query('SELECT instrument, start, "end" FROM universe')
-    spans["start"], spans["end"] = pd.to_datetime(spans["start"]), pd.to_datetime(spans["end"])
-    return Universe(spans=spans)
+FEATURE_TABLE = "alpha158_features"
+# Qlib's benchmark split (workflow_config_alstm_Alpha158.yaml adapted to the sample's years).
+TEST_START = "2017-01-01"
+_SETTINGS = load_settings()
 
 
-def read_alstm_features(store: Warehouse, start, end) -> pd.DataFrame:
-    """The 20 ALSTM columns of alpha158 for [start, end], cut to universe spans (§1.4)."""
-    frame = store.read_dates("alpha158", start, end, columns=f"instrument, date, {FEATURE_COLUMNS}")
-    return frame[read_universe(store).mask(frame)].reset_index(drop=True)
+class AlstmModelConfig(dg.Config):
+    """Windows, hyper-parameters and promotion gate of one vintage (launchpad form)."""
 
-
-def history_start(calendar: pd.DatetimeIndex, start) -> pd.Timestamp:
-    """The trading day ``STEP_LEN`` days before ``start``: windows reach that far back (§6)."""
-    position = int(calendar.searchsorted(pd.Timestamp(start)))
-    return calendar[max(0, position - STEP_LEN)]
-
-
-def _data_range(calendar: pd.DatetimeIndex) -> str:
-    return f"{calendar[0].date()}..{calendar[-1].date()}" if len(calendar) else "no data"
-
-
-class NormalizerConfig(dg.Config):
-    fit_start: str = Field(default="2008-01-01", description="first day of the RobustZScoreNorm fit window")
-    fit_end: str = Field(default="2014-12-31", description="last day of the fit window (inclusive)")
-
-
-@dg.asset(group_name="model", kinds={"duckdb"}, deps=[alpha158_features, universe, trading_calendar],
-          metadata={"dagster/table_name": "feature_normalizer"})
-def feature_normalizer(
-    context: dg.AssetExecutionContext, config: NormalizerConfig, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    """RobustZScoreNorm statistics (median, 1.4826·MAD) of the 20 ALSTM features, fitted on
-    every universe row of the fit window, NaN labels included (semantics §5.1). Stored as a
-    table so training and daily inference apply the same numbers."""
-    store = warehouse.get()
-    features = read_alstm_features(store, config.fit_start, config.fit_end)
-    stats = fit_normalizer(features, config.fit_start, config.fit_end)
-    store.replace_table("feature_normalizer", stats)
-    context.log.info(f"feature_normalizer fitted on {len(features)} rows {config.fit_start}..{config.fit_end}")
-    return dg.MaterializeResult(
-        metadata={
-            "fit_window": f"{config.fit_start}..{config.fit_end}",
-            "fit_rows": len(features),
-            "statistics": dg.MetadataValue.md(quality.as_markdown(stats, limit=len(stats))),
-        }
-    )
-
-
-def read_normalizer(store: Warehouse) -> pd.DataFrame:
-    return store.query("SELECT * FROM feature_normalizer")
-
-
-HANDLER_START_HELP = (
-    "first day any window may read (Qlib's handler start_time): windows of the first samples "
-    "after it are front-padded instead of reaching further back (semantics §6)"
-)
-
-
-class SegmentConfig(dg.Config):
-    start: str = Field(description="first day of the segment")
-    end: str = Field(default="", description="last day (inclusive); empty = the last day of the data")
-    handler_start: str = Field(default="2008-01-01", description=HANDLER_START_HELP)
-
-
-def build_segment(
-    store: Warehouse, name: str, start: str, end: str, handler_start: str, learn: bool
-) -> tuple[pd.DataFrame, dict]:
-    """The data-key frame of a segment from STEP_LEN days before ``start`` (not before the
-    handler start) to ``end``: processed features with the CSRankNorm'd label on labelled
-    rows only (learn: train and valid) or with the raw label on every row (infer: test),
-    semantics §5.2 and §6."""
-    calendar = read_calendar(store)
-    start_day = pd.Timestamp(start)
-    end_day = pd.Timestamp(end) if end else calendar[-1]
-    inside = calendar[(calendar >= start_day) & (calendar <= end_day)]
-    if inside.empty:
-        raise ValueError(f"{name}: segment {start_day.date()}..{end_day.date()} holds no trading day; the data covers {_data_range(calendar)}")
-    first = max(history_start(calendar, start_day), pd.Timestamp(handler_start))
-    features = apply_normalizer(read_alstm_features(store, first, end_day), read_normalizer(store))
-    label = store.read_dates("labels", first, end_day, columns="instrument, date, LABEL0")
-    # CSRankNorm ranks a day's labels across the universe's rows of that day (§5.1).
-    label = label[read_universe(store).mask(label)].reset_index(drop=True)
-    frame = learn_frame(features, process_label(label)) if learn else infer_frame(features, label)
-    in_segment = frame["date"] >= start_day
-    if not in_segment.any():
-        raise ValueError(f"{name}: segment {start_day.date()}..{end_day.date()} has no rows with features and labels")
-    segment_label = frame.loc[in_segment, "LABEL0"]
-    metadata = {
-        "segment": f"{start_day.date()}..{end_day.date()}",
-        "rows": int(in_segment.sum()),
-        "history_rows": int((~in_segment).sum()),
-        "instruments": int(frame.loc[in_segment, "instrument"].nunique()),
-        "trading_days": int(frame.loc[in_segment, "date"].nunique()),
-        "label": "CSRankNorm(LABEL0), labelled rows only" if learn else "raw LABEL0, every row",
-        "label_mean": float(segment_label.mean()),
-        "label_std": float(segment_label.std()),
-        "label_nan_share": float(segment_label.isna().mean()),
-    }
-    return frame, {**metadata, "start": str(start_day.date()), "end": str(end_day.date())}
-
-
-def segment_asset(name: str, default_start: str, default_end: str, learn: bool, description: str) -> dg.AssetsDefinition:
-    """A segment asset: the same build, its own date range and table."""
-
-    class _Config(SegmentConfig):
-        start: str = Field(default=default_start, description="first day of the segment")
-        end: str = Field(default=default_end, description="last day (inclusive); empty = the last day of the data")
-        handler_start: str = Field(default="2008-01-01", description=HANDLER_START_HELP)
-
-    _Config.__name__ = f"{name.title().replace('_', '')}Config"
-
-    @dg.asset(name=name, group_name="model", kinds={"duckdb"}, deps=[feature_normalizer, labels, alpha158_features],
-              metadata={"dagster/table_name": name}, description=description)
-    def _segment(context: dg.AssetExecutionContext, config: _Config, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        store = warehouse.get()
-        frame, metadata = build_segment(store, name, config.start, config.end, config.handler_start, learn)
-        store.replace_table(name, frame)
-        store.replace_table(f"{name}_range", pd.DataFrame({"start": [pd.Timestamp(metadata["start"])], "end": [pd.Timestamp(metadata["end"])]}))
-        context.log.info(f"{name}: {metadata['rows']} rows, {metadata['segment']}")
-        return dg.MaterializeResult(metadata=metadata)
-
-    return _segment
-
-
-train_segment = segment_asset("train_segment", "2008-01-01", "2014-12-31", learn=True,
-                              description="Training rows (DK_L): processed features, CSRankNorm'd label, labelled rows only.")
-valid_segment = segment_asset("valid_segment", "2015-01-01", "2016-12-31", learn=True,
-                              description="Validation rows (DK_L), scored after every epoch for early stopping.")
-test_segment = segment_asset("test_segment", "2017-01-01", "", learn=False,
-                             description="Test rows (DK_I): processed features and raw label of every row; the IC and backtest period.")
-
-
-def segment_bounds(store: Warehouse, name: str) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """First and last day of a stored segment."""
-    bounds = store.query(f'SELECT start, "end" FROM "{name}_range"').iloc[0]
-    return pd.Timestamp(bounds["start"]), pd.Timestamp(bounds["end"])
-
-
-def read_segment(store: Warehouse, name: str):
-    """The samples of a stored segment, windows as Qlib cuts them (§6)."""
-    frame = store.query(f'SELECT * FROM "{name}" ORDER BY instrument, date')
-    frame["date"] = pd.to_datetime(frame["date"])
-    return build_samples(frame, *segment_bounds(store, name), read_calendar(store))
-
-
-class TrainingConfig(dg.Config):
-    profile: str = Field(default="quick", description='"quick" (few epochs, for a CPU) or "benchmark" (Qlib: 200 epochs, early stop 10)')
+    mode: str = Field(default="fixed", description='"fixed": the split below (Qlib benchmark); "rolling": RollingGen windows ending before the vintage')
+    train_start: str = Field(default="2008-01-01", description="fixed: first train day")
+    train_end: str = Field(default="2014-12-31", description="fixed: last train day")
+    valid_start: str = Field(default="2015-01-01", description="fixed: first valid day")
+    valid_end: str = Field(default="2016-12-31", description="fixed: last valid day (the vintage's trained_through)")
+    fit_start: str = Field(default="2008-01-01", description="fixed: first day of the RobustZScoreNorm fit window")
+    fit_end: str = Field(default="2014-12-31", description="fixed: last day of the fit window")
+    handler_start: str = Field(default="2008-01-01", description="fixed: first day any window may read (Qlib's handler start_time, §6)")
+    train_days: int = Field(default=_SETTINGS.train_days, description="rolling: train window in trading days")
+    valid_days: int = Field(default=_SETTINGS.valid_days, description="rolling: valid window in trading days")
+    trunc_days: int = Field(default=_SETTINGS.trunc_days, description="rolling: trading days between the last sample and the first scored day")
+    profile: str = Field(default="quick", description='"quick" (≤ 20 epochs, for a CPU) or "benchmark" (Qlib: 200 epochs, early stop 10)')
     n_epochs: int = Field(default=0, description="override the profile's epoch cap (0 = profile's)")
     early_stop: int = Field(default=0, description="override the profile's patience (0 = profile's)")
     lr: float = 1e-3
@@ -190,67 +57,161 @@ class TrainingConfig(dg.Config):
     rnn_type: str = "GRU"
     seed: int = Field(default=0, description="seed for init and shuffling; -1 = unseeded")
     device: str = Field(default="auto", description='"auto" (CUDA when present), "cpu" or "cuda"')
-    warm_start: bool = Field(default=False, description="start from the latest checkpoint's weights")
+    warm_start: bool = Field(default=False, description="start from the weights of the vintage in force (never a later one)")
+    gate_max_loss_increase: float = Field(default=0.05, description="gate: reject if validation loss > in-force loss × (1 + this)")
+    gate_max_ic_drop: float = Field(default=0.02, description="gate: reject if validation IC < in-force IC − this")
+
+    def train_config(self) -> TrainConfig:
+        """The pure training config: the named profile with this run's overrides."""
+        overrides = {
+            "lr": self.lr, "batch_size": self.batch_size, "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers, "dropout": self.dropout, "rnn_type": self.rnn_type,
+            "seed": None if self.seed < 0 else self.seed, "device": self.device,
+        }
+        if self.n_epochs:
+            overrides["n_epochs"] = self.n_epochs
+        if self.early_stop:
+            overrides["early_stop"] = self.early_stop
+        return TrainConfig.profile(self.profile, **overrides)
+
+    def plan(self, key: str, calendar: pd.DatetimeIndex) -> vintages.VintagePlan:
+        if self.mode == "rolling":
+            return vintages.rolling_plan(key, calendar, self.train_days, self.valid_days, self.trunc_days)
+        if self.mode != "fixed":
+            raise dg.Failure(f'alstm_model: mode must be "fixed" or "rolling", not {self.mode!r}')
+        return vintages.fixed_plan(key, calendar, (self.train_start, self.train_end), (self.valid_start, self.valid_end),
+                                   (self.fit_start, self.fit_end), self.handler_start)
 
 
-def train_config(config: TrainingConfig) -> TrainConfig:
-    """The pure training config: the named profile with this run's overrides."""
-    overrides = {
-        "lr": config.lr,
-        "batch_size": config.batch_size,
-        "hidden_size": config.hidden_size,
-        "num_layers": config.num_layers,
-        "dropout": config.dropout,
-        "rnn_type": config.rnn_type,
-        "seed": None if config.seed < 0 else config.seed,
-        "device": config.device,
-    }
-    if config.n_epochs:
-        overrides["n_epochs"] = config.n_epochs
-    if config.early_stop:
-        overrides["early_stop"] = config.early_stop
-    return TrainConfig.profile(config.profile, **overrides)
+def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-@dg.asset(group_name="model", kinds={"pytorch"}, deps=[train_segment, valid_segment])
+@dg.asset(
+    group_name="model",
+    kinds={"pytorch"},
+    partitions_def=VINTAGES,
+    # A vintage reads the days of its own windows, which only its plan knows: the mapping
+    # from vintages to days is "all" in the graph, and the windows are in its metadata.
+    deps=[dg.AssetDep(alpha158_features, partition_mapping=dg.AllPartitionMapping()),
+          dg.AssetDep(labels, partition_mapping=dg.AllPartitionMapping()), "trading_calendar", "universe"],
+    check_specs=[dg.AssetCheckSpec(
+        "promotion_gate", asset="alstm_model", blocking=True,
+        description="validation loss and IC against the vintage in force: a failing vintage is registered as rejected and never serves",
+    )],
+    metadata={"dagster/table_name": "model_registry"},
+)
 def alstm_model(
-    context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource, model_store: ModelStoreResource
+    context: dg.AssetExecutionContext, config: AlstmModelConfig, warehouse: WarehouseResource, model_store: ModelStoreResource
 ) -> dg.MaterializeResult:
-    """Qlib's ALSTM trained on train_segment with early stopping on valid_segment (semantics
-    §7.2), saved as a versioned safetensors checkpoint with a JSON model card."""
-    from alstm_pipeline.model import latest_checkpoint, load_checkpoint
+    """Qlib's ALSTM trained for one vintage (semantics §7.2): windows from the vintage's
+    plan, early stopping on its valid window, saved as a safetensors checkpoint and
+    registered in model_registry with its normaliser; the promotion gate decides whether
+    it serves."""
+    key = context.partition_key
+    store = warehouse.get(context.log.info)
+    calendar = tables.read_calendar(store)
+    try:
+        plan = config.plan(key, calendar)
+    except vintages.VintageError as error:
+        raise dg.Failure(f"alstm_model {key}: {error}") from None
+    first = features_start(calendar, plan)
+    features = tables.read_model_features(store, FEATURE_TABLE, list(ALSTM_FEATURES), first, plan.valid_end)
+    label = tables.read_labels(store, first, plan.valid_end)
+    stats, train, valid = training_sets(features, label, calendar, plan)
+    context.log.info(f"alstm_model {key}: train {plan.train_start}..{plan.train_end} ({len(train)} samples), "
+                     f"valid {plan.valid_start}..{plan.valid_end} ({len(valid)}), trained through {plan.trained_through}")
 
-    store = warehouse.get()
-    train, valid = read_segment(store, "train_segment"), read_segment(store, "valid_segment")
-    settings = train_config(config)
-    initial = None
-    if config.warm_start:
-        previous = latest_checkpoint(model_store.path())
-        if previous is None:
-            context.log.warning("warm_start asked for, but no checkpoint exists yet: training from scratch")
+    known = registry.read_registry(store)
+    incumbent = vintages.in_force(known, key)
+    initial, warm_from = None, None
+    if config.warm_start and incumbent is not None:
+        if pd.Timestamp(incumbent["trained_through"]) <= pd.Timestamp(plan.trained_through):
+            initial, warm_from = load_checkpoint(incumbent["checkpoint"])[0], str(incumbent["version"])
+            context.log.info(f"warm start from {warm_from}")
         else:
-            initial = load_checkpoint(previous)[0]
-            context.log.info(f"warm start from {previous}")
-    result = train_alstm(train, valid, settings, log=context.log.info, initial_model=initial)
-    ranges = {name.removesuffix("_segment"): [str(day.date()) for day in segment_bounds(store, name)]
-              for name in ("train_segment", "valid_segment")}
-    card = result.card(data_ranges=ranges)
-    directory = save_checkpoint(result.model, model_store.path(), card)
+            context.log.warning(f"warm start skipped: the vintage in force {incumbent['version']} saw data after {plan.trained_through}")
+    result = train_alstm(train, valid, config.train_config(), log=context.log.info, initial_model=initial)
+    card = result.card(data_ranges={"vintage": key, **plan.to_dict()})
+
+    candidate_loss, candidate_ic = validation_figures(predict(result.model, valid), valid)
+    incumbent_loss = incumbent_ic = None
+    if incumbent is not None:
+        old_model, _ = load_checkpoint(incumbent["checkpoint"])
+        old_valid = validation_samples(features, label, calendar, registry.read_normalizer(store, incumbent["version"]),
+                                       plan.valid_start, plan.valid_end)
+        incumbent_loss, incumbent_ic = validation_figures(predict(old_model, old_valid), old_valid)
+    decision = vintages.promotion_gate(candidate_loss, candidate_ic, incumbent_loss, incumbent_ic,
+                                       config.gate_max_loss_increase, config.gate_max_ic_drop)
+
+    # The folder is written under a staging name and renamed; the registry row makes it a
+    # model. A crash before the commit leaves an unregistered folder that nothing reads.
+    root = model_store.path()
+    staging = root / ".staging" / uuid.uuid4().hex
+    written = save_checkpoint(result.model, staging, card)
+    final = root / written.name
+    if final.exists():
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    written.rename(final)
+    shutil.rmtree(staging, ignore_errors=True)
     png = plot_losses(card)
-    (directory / "losses.png").write_bytes(png)
-    context.log.info(f"alstm_model {card['version']} saved to {directory}")
+    (final / "losses.png").write_bytes(png)
+    saved_card = json.loads((final / "card.json").read_text())
+    registry.register_vintage(store, {
+        "version": card["version"], "vintage": key, **plan.to_dict(),
+        "created_at": pd.Timestamp(card["created_utc"]).tz_convert(None),
+        "status": "promoted" if decision.passed else "rejected", "gate_reason": decision.reason,
+        "checkpoint": str(final), "sha256": saved_card["weights_sha256"],
+        "valid_loss": candidate_loss, "valid_ic": candidate_ic, "best_epoch": card["best_epoch"],
+        "epochs_run": card["epochs_run"], "device": card["device"], "seeds": json.dumps([config.seed]),
+        "warm_start_from": warm_from, "metrics": {"best_valid_loss": card["best_valid_loss"],
+                                                   "incumbent": None if incumbent is None else str(incumbent["version"]),
+                                                   "incumbent_valid_loss": incumbent_loss, "incumbent_valid_ic": incumbent_ic},
+    }, stats)
+    context.log.info(f"alstm_model {key}: {card['version']} {'promoted' if decision.passed else 'REJECTED'}: {decision.reason}")
+    gate_metadata = {"reason": decision.reason, "valid_loss": candidate_loss, "valid_ic": candidate_ic,
+                     "in_force": "none" if incumbent is None else str(incumbent["version"])}
+    if incumbent_loss is not None:
+        gate_metadata.update({"in_force_valid_loss": incumbent_loss, "in_force_valid_ic": incumbent_ic})
     return dg.MaterializeResult(
         metadata={
             "version": card["version"],
-            "checkpoint": dg.MetadataValue.path(str(directory)),
+            "status": "promoted" if decision.passed else "rejected",
+            "trained_through": plan.trained_through,
+            "windows": dg.MetadataValue.json(plan.to_dict()),
+            "checkpoint": dg.MetadataValue.path(str(final)),
             "device": card["device"],
             "best_epoch": card["best_epoch"],
             "best_valid_loss": card["best_valid_loss"],
             "epochs_run": card["epochs_run"],
-            "stopped_early": card["stopped_early"],
             "wall_seconds": card["wall_seconds"],
+            "warm_start_from": warm_from or "none",
             "card": dg.MetadataValue.json(json.loads(json.dumps(card, default=str))),
-            "loss_curves": dg.MetadataValue.md(f"![losses](data:image/png;base64,{base64.b64encode(png).decode()})"),
+            "loss_curves": _png_markdown(png, "losses"),
         },
+        check_results=[dg.AssetCheckResult(check_name="promotion_gate", passed=decision.passed, metadata=gate_metadata)],
         data_version=dg.DataVersion(card["version"]),
     )
+
+
+class RollingPlanConfig(dg.Config):
+    test_start: str = Field(default=TEST_START, description="first day of the rolling evaluation")
+    test_end: str = Field(default="", description="last day (empty: the last trading day of the data)")
+    step: int = Field(default=_SETTINGS.retrain_step, description="trading days between vintages (RollingGen step)")
+
+
+@dg.op
+def add_rolling_vintages(context: dg.OpExecutionContext, config: RollingPlanConfig, warehouse: WarehouseResource) -> list[str]:
+    """Add the vintage partitions of a rolling evaluation (one per ``step`` trading days of
+    the test period); then backfill alstm_model over them with mode "rolling"."""
+    calendar = tables.read_calendar(warehouse.get(context.log.info))
+    keys = vintages.rolling_keys(calendar, config.test_start, config.test_end or calendar[-1], config.step)
+    context.instance.add_dynamic_partitions(VINTAGES.name, keys)
+    context.log.info(f"{len(keys)} rolling vintages: {keys[0]} … {keys[-1]}")
+    return keys
+
+
+@dg.job(description="add the vintage partitions of a rolling evaluation over the test period (then backfill alstm_model)")
+def plan_rolling_vintages():
+    add_rolling_vintages()

@@ -1,56 +1,86 @@
-"""One partition per weekday, and the mappings that say which raw days a day reads.
+"""Partitions: one per weekday for data, one per vintage for models; and the lookbacks.
 
 A market holiday is a weekday partition with no rows (DESIGN.md). Lookback and look-ahead
-are counted in *trading* days by the computation, but partitions are weekdays, so each
-mapping takes a weekday span wide enough to hold the trading days it needs, holidays
-included; the assets then read exactly the trading days they use inside it.
+are counted in *trading* days by the computation, but partitions are weekdays: each
+``TradingDaySpan`` is declared once, in trading days, and gives both the weekday partition
+mapping (wide enough for the holidays inside it) and the number of rows the asset reads.
+
+Bounds come from settings or cheap source metadata (``peek_date_bounds``), never from
+reading bars: loading the definitions does no data I/O.
 """
 
+from __future__ import annotations
+
 import warnings
+from dataclasses import dataclass
 
 import dagster as dg
+import pandas as pd
+
+from alstm_pipeline.dataset import STEP_LEN
+from alstm_pipeline.features import LABEL_LOOKAHEAD_ROWS, LOOKBACK_ROWS
+from alstm_pipeline.settings import FALLBACK_START, Settings, load_settings
+from alstm_pipeline.sources import peek_date_bounds
 
 # backfill_policy is marked beta; it is the documented way to run a range as one run.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
-import pandas as pd
-
-from alstm_pipeline.features import LABEL_LOOKAHEAD_ROWS, LOOKBACK_ROWS
-from alstm_pipeline.settings import load_settings
-from alstm_pipeline.sources import open_source
-
-# 60 trading days of history (plus the Ref(…,1) inside 60-day windows) span at most ~66
-# weekdays in US markets and ~72 around the week-long Chinese holidays; 90 leaves room.
-LOOKBACK_WEEKDAYS = 90
-# Two trading days ahead reach at most four weekdays ahead around a US long weekend and
-# about nine across a Chinese Golden Week.
-LOOKAHEAD_WEEKDAYS = 10
-assert LOOKBACK_WEEKDAYS > LOOKBACK_ROWS * 1.3 and LOOKAHEAD_WEEKDAYS > LABEL_LOOKAHEAD_ROWS
 
 
-def first_partition_date() -> str:
-    """ALSTM_PIPELINE_START, else the first trading date the source holds."""
-    settings = load_settings()
-    if settings.start:
-        return settings.start
-    # A missing or unreadable source fails the code location here, with the source's own
-    # error naming the path, which is where the user has to look.
-    return open_source(settings.source).calendar()[0].strftime("%Y-%m-%d")
+@dataclass(frozen=True)
+class TradingDaySpan:
+    """``trading_days`` before (lookback) or after (look-ahead) a partition's days."""
+
+    trading_days: int
+    ahead: bool = False
+
+    @property
+    def weekdays(self) -> int:
+        # Weekdays that surely hold this many trading days: US markets close ≤ 10 weekdays a
+        # year, a Chinese Golden Week closes 5 in a row; one in ten plus a full week covers
+        # both (60 → 76, 20 → 32, 2 → 12).
+        return self.trading_days + self.trading_days // 10 + 10
+
+    def mapping(self) -> dg.TimeWindowPartitionMapping:
+        if self.ahead:
+            return dg.TimeWindowPartitionMapping(
+                start_offset=0, end_offset=self.weekdays, allow_nonexistent_upstream_partitions=True
+            )
+        return dg.TimeWindowPartitionMapping(start_offset=-self.weekdays, end_offset=0)
 
 
-def weekday_partitions(start: str) -> dg.TimeWindowPartitionsDefinition:
-    """Weekday partitions from ``start``; ``end_offset=1`` makes today's partition exist
-    during the day, so the evening job can materialise it."""
-    return dg.TimeWindowPartitionsDefinition(
-        start=start, fmt="%Y-%m-%d", cron_schedule="0 0 * * 1-5", end_offset=1
-    )
+# Alpha158's longest window is 60 rows plus the Ref(…,1) inside it (§3).
+FEATURE_LOOKBACK = TradingDaySpan(LOOKBACK_ROWS)
+# LABEL0 of D needs the closes of D+1 and D+2 (§4).
+LABEL_LOOKAHEAD = TradingDaySpan(LABEL_LOOKAHEAD_ROWS, ahead=True)
+# A day's score reads its 20-day window of features (§6).
+WINDOW_LOOKBACK = TradingDaySpan(STEP_LEN)
 
 
-WEEKDAYS = weekday_partitions(first_partition_date())
+def partition_bounds(settings: Settings) -> tuple[str, str | None]:
+    """First partition key, and the last one (None: run to today in live mode)."""
+    start, end = settings.start, settings.end
+    if not start or (not end and not settings.live):
+        first, last = peek_date_bounds(settings.source)
+        start = start or (str(first) if first else FALLBACK_START)
+        end = end or (str(last) if last else None)
+    return start, None if settings.live else end
 
-FEATURE_LOOKBACK = dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK_WEEKDAYS, end_offset=0)
-LABEL_LOOKAHEAD = dg.TimeWindowPartitionMapping(
-    start_offset=0, end_offset=LOOKAHEAD_WEEKDAYS, allow_nonexistent_upstream_partitions=True
-)
+
+def weekday_partitions(start: str, last: str | None) -> dg.TimeWindowPartitionsDefinition:
+    """Weekday partitions from ``start`` through ``last`` (inclusive); without ``last``,
+    ``end_offset=1`` makes today's partition exist during the day for the evening job."""
+    if last is None:
+        return dg.TimeWindowPartitionsDefinition(start=start, fmt="%Y-%m-%d", cron_schedule="0 0 * * 1-5", end_offset=1)
+    end = (pd.Timestamp(last) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    return dg.TimeWindowPartitionsDefinition(start=start, end=end, fmt="%Y-%m-%d", cron_schedule="0 0 * * 1-5")
+
+
+WEEKDAYS = weekday_partitions(*partition_bounds(load_settings()))
+
+# One partition per model vintage, keyed by the first day it may score (vintages.py).
+# Added by `alstm-pipeline run` (the fixed split), `alstm-pipeline retrain` and
+# `alstm-pipeline evaluate-rolling`, the daily_retrain schedule, or the plan_rolling_vintages job.
+VINTAGES = dg.DynamicPartitionsDefinition(name="vintages")
 
 
 def window_dates(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:

@@ -1,21 +1,33 @@
-"""Dagster resources: the warehouse file and the market-data source, from settings."""
+"""Dagster resources: the warehouse file, the market-data source and the model store."""
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.sources import Source, Universe, open_source
-from alstm_pipeline.warehouse import Warehouse
+from alstm_pipeline.warehouse import Warehouse, writer_lock
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB file every asset reads and writes (one writer at a time)."""
+    """The DuckDB file every asset reads and writes. A run holds the home's writer lock
+    from the resource's setup to its teardown, so runs on one home never write at once."""
 
     path: str
 
-    def get(self) -> Warehouse:
-        return Warehouse(Path(self.path))
+    def get(self, log=None) -> Warehouse:
+        return Warehouse(Path(self.path), on_wait=log)
+
+    @property
+    def home(self) -> Path:
+        return Path(self.path).parent
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext):
+        run_id = context.run.run_id if context.run else "unknown"
+        with writer_lock(self.home, run_id, on_wait=context.log.info if context.log else None):
+            yield self
 
 
 class MarketDataResource(dg.ConfigurableResource):
@@ -35,7 +47,7 @@ class MarketDataResource(dg.ConfigurableResource):
 
 
 class ModelStoreResource(dg.ConfigurableResource):
-    """The folder that holds versioned model checkpoints."""
+    """The folder that holds the vintages' checkpoints (registered in model_registry)."""
 
     root: str
 
@@ -43,8 +55,8 @@ class ModelStoreResource(dg.ConfigurableResource):
         return Path(self.root)
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources built from the environment (see ``alstm_pipeline.settings``)."""
+def project_resources() -> dict[str, dg.ConfigurableResource]:
+    """Resources from the settings (paths only; nothing is opened here)."""
     settings = load_settings()
     return {
         "warehouse": WarehouseResource(path=str(settings.warehouse_path)),

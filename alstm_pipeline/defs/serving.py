@@ -1,27 +1,20 @@
-"""Serving: daily scores from the current model, then IC and the TopkDropout backtest."""
+"""Serving: each day scored by the vintage in force that day, then IC and the backtest."""
+
 
 import base64
 
 import dagster as dg
-import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from alstm_pipeline import quality
-from alstm_pipeline.dataset import apply_normalizer, build_samples, infer_frame
+from alstm_pipeline import quality, vintages
+from alstm_pipeline.dataset import ALSTM_FEATURES
+from alstm_pipeline.dataset.vintage_data import history_start, inference_samples
 from alstm_pipeline.defs.features import alpha158_features, labels
 from alstm_pipeline.defs.ingest import raw_ohlcv
-from alstm_pipeline.defs.model import (
-    alstm_model,
-    feature_normalizer,
-    history_start,
-    read_alstm_features,
-    read_calendar,
-    read_normalizer,
-    segment_bounds,
-    test_segment,
-)
-from alstm_pipeline.defs.partitions import WEEKDAYS, window_dates
-from alstm_pipeline.defs.resources import ModelStoreResource, WarehouseResource
+from alstm_pipeline.defs.model import FEATURE_TABLE, TEST_START, alstm_model
+from alstm_pipeline.defs.partitions import WEEKDAYS, WINDOW_LOOKBACK, window_dates
+from alstm_pipeline.defs.resources import WarehouseResource
 from alstm_pipeline.evaluation import (
     TopkDropoutConfig,
     backtest_summary,
@@ -32,11 +25,9 @@ from alstm_pipeline.evaluation import (
     rolling_ic,
     run_topk_dropout,
 )
-from alstm_pipeline.model import latest_checkpoint, load_checkpoint, predict
+from alstm_pipeline.model import load_checkpoint, predict
+from alstm_pipeline.warehouse import Warehouse, registry, tables
 
-# The 20-day window of a day reaches 19 trading days back: at most ~23 weekdays in US
-# markets and ~26 across a Chinese Golden Week; 30 leaves room.
-WINDOW_WEEKDAYS = 30
 ROLLING_IC_DAYS = 20
 
 
@@ -44,108 +35,143 @@ def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-@dg.asset(
-    group_name="serving",
-    kinds={"duckdb"},
-    partitions_def=WEEKDAYS,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[
-        dg.AssetDep(alpha158_features, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-WINDOW_WEEKDAYS)),
-        feature_normalizer,
-        alstm_model,
-    ],
-    metadata={"dagster/table_name": "predictions"},
-)
-def daily_predictions(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_store: ModelStoreResource
-) -> dg.MaterializeResult:
-    """Score of every universe instrument on each day from its 20-day window ending that
-    day, with the latest model checkpoint (semantics §6 test windows, §7.3)."""
-    start, end = window_dates(context)
-    store = warehouse.get()
-    checkpoint = latest_checkpoint(model_store.path())
-    if checkpoint is None:
-        raise dg.Failure(f"no model checkpoint under {model_store.path()}: materialise alstm_model first")
-    model, card = load_checkpoint(checkpoint)
-    calendar = read_calendar(store)
-    days = calendar[(calendar >= start) & (calendar <= end)]
-    if days.empty:
-        store.replace_date_range("predictions", _empty_predictions(), start, end, key=("date", "instrument"))
-        return dg.MaterializeResult(metadata={"rows": 0, "note": "no trading day in this range", "model_version": card["version"]})
-    features = apply_normalizer(read_alstm_features(store, history_start(calendar, days[0]), days[-1]), read_normalizer(store))
-    # A trading day without features would silently get no scores: fail and name it.
-    missing = days.difference(pd.DatetimeIndex(features["date"].unique()))
-    if len(missing):
-        shown = ", ".join(str(day.date()) for day in missing[:10]) + (" …" if len(missing) > 10 else "")
-        raise dg.Failure(f"no alpha158 rows for {shown}: materialise alpha158_features for these days first")
-    no_label = features[["instrument", "date"]].assign(LABEL0=np.nan)
-    samples = build_samples(infer_frame(features, no_label), days[0], days[-1], calendar)
-    scores = predict(model, samples)
-    predictions = pd.DataFrame(
-        {"date": samples.dates, "instrument": samples.instruments, "score": scores, "model_version": card["version"]}
-    ).sort_values(["date", "instrument"], ignore_index=True)
-    rows = store.replace_date_range("predictions", predictions, start, end, key=("date", "instrument"))
-    context.log.info(f"predictions {days[0].date()}..{days[-1].date()}: {rows} scores with model {card['version']}")
-    return dg.MaterializeResult(
-        metadata={
-            "rows": rows,
-            "trading_days": len(days),
-            "instruments": int(predictions["instrument"].nunique()),
-            "model_version": card["version"],
-            "preview": dg.MetadataValue.md(quality.as_markdown(predictions.sort_values("score", ascending=False), 10)),
-        }
-    )
-
-
 def _empty_predictions() -> pd.DataFrame:
     return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "instrument": pd.Series(dtype=str),
                          "score": pd.Series(dtype="float32"), "model_version": pd.Series(dtype=str)})
 
 
+def _days_text(days) -> str:
+    days = list(days)
+    shown = ", ".join(str(pd.Timestamp(day).date()) for day in days[:10])
+    return shown + (f" … ({len(days)} days)" if len(days) > 10 else "")
+
+
+def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str, checkpoint: str) -> pd.DataFrame:
+    """Scores of every universe row of ``days`` by one vintage, with its own normaliser."""
+    model, _ = load_checkpoint(checkpoint)
+    stats = registry.read_normalizer(store, version)
+    features = tables.read_model_features(store, FEATURE_TABLE, list(ALSTM_FEATURES), history_start(calendar, days[0]), days[-1])
+    missing = days.difference(pd.DatetimeIndex(features["date"].unique()))
+    if len(missing):
+        raise dg.Failure(f"predictions: no alpha158_features rows for {_days_text(missing)}. "
+                         "Fix: materialise alpha158_features for these days first.", allow_retries=False)
+    samples = inference_samples(features, stats, calendar, days[0], days[-1])
+    frame = pd.DataFrame({"date": samples.dates, "instrument": samples.instruments,
+                          "score": predict(model, samples), "model_version": version})
+    return frame[frame["date"].isin(days)]
+
+
 @dg.asset(
     group_name="serving",
     kinds={"duckdb"},
     partitions_def=WEEKDAYS,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[daily_predictions, labels, test_segment],
+    # Which vintage scores a day is decided from model_registry at run time (the newest
+    # promoted one serving from that day or earlier): every vintage is a possible parent.
+    deps=[dg.AssetDep(alpha158_features, partition_mapping=WINDOW_LOOKBACK.mapping()),
+          dg.AssetDep(alstm_model, partition_mapping=dg.AllPartitionMapping())],
+    metadata={"dagster/table_name": "predictions"},
+)
+def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Score of every universe instrument on each day from its 20-day window ending that
+    day (§6, §7.3), by the newest promoted vintage that serves from that day or earlier
+    (so it was trained only on earlier days). Re-running a day reproduces its scores
+    whatever was trained since; a day no vintage may score is left unscored and named."""
+    start, end = window_dates(context)
+    store = warehouse.get(context.log.info)
+    calendar = tables.read_calendar(store)
+    days = calendar[(calendar >= start) & (calendar <= end)]
+    known = registry.read_registry(store)
+    chosen = vintages.serving_versions(days, known)
+    unscored = chosen[chosen.isna()].index
+    parts = [_empty_predictions()]
+    for version, group in chosen.dropna().groupby(chosen.dropna()):
+        checkpoint = known.loc[known["version"] == version, "checkpoint"].iloc[0]
+        parts.append(score_days(store, calendar, pd.DatetimeIndex(group.index), str(version), checkpoint))
+    scored = pd.concat(parts, ignore_index=True).sort_values(["date", "instrument"], ignore_index=True)
+    scored["score"] = scored["score"].astype("float32")
+    rows = tables.write_predictions(store, scored, start, end)
+    if len(unscored):
+        context.log.warning(f"predictions: no promoted vintage may score {_days_text(unscored)} "
+                            "(every vintage serves from a later day); these days stay unscored")
+    used = scored.groupby("model_version")["date"].agg(["min", "max", "nunique"]).reset_index()
+    used.columns = ["model_version", "first_day", "last_day", "days"]
+    context.log.info(f"predictions {start.date()}..{end.date()}: {rows} scores from {len(used)} vintage(s)")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": rows,
+        "trading_days": len(days),
+        "days_without_vintage": len(unscored),
+        "vintages": dg.MetadataValue.md(quality.as_markdown(used)),
+    })
+
+
+class ReportConfig(dg.Config):
+    start: str = Field(default=TEST_START, description="first day of the evaluation (out-of-sample) period")
+    end: str = Field(default="", description="last day (empty: the last day with scores)")
+
+
+def _period(store: Warehouse, config: ReportConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
+    calendar = tables.read_calendar(store)
+    return pd.Timestamp(config.start), pd.Timestamp(config.end) if config.end else calendar[-1]
+
+
+def vintage_report(store: Warehouse, start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(vintages that scored [start, end] with their windows, scored days whose vintage
+    was trained through that day or later — must be empty)."""
+    used = tables.vintages_used(store, start, end)
+    known = registry.read_registry(store)
+    if used.empty or known.empty:
+        return used, pd.DataFrame(columns=["model_version", "first_day", "trained_through"])
+    table = used.merge(known[["version", "mode", "trained_through", "status"]], left_on="model_version",
+                       right_on="version", how="left").drop(columns="version")
+    leaking = table[~(table["trained_through"] < table["first_day"])]
+    return table, leaking
+
+
+def _vintage_metadata(context, table: pd.DataFrame, leaking: pd.DataFrame) -> dict[str, object]:
+    if len(leaking):
+        context.log.error(f"vintages trained on days they scored: {leaking['model_version'].tolist()}")
+    return {"vintages_used": len(table), "vintages": dg.MetadataValue.md(quality.as_markdown(table)),
+            "vintages_trained_on_scored_days": len(leaking)}
+
+
+@dg.asset(
+    group_name="serving",
+    kinds={"duckdb"},
+    partitions_def=WEEKDAYS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[predictions, labels],
     metadata={"dagster/table_name": "ic_daily"},
 )
-def ic_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def ic_daily(context: dg.AssetExecutionContext, config: ReportConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Per-day IC (Pearson) and Rank IC (Spearman) of score against LABEL0 across
     instruments, for days whose label exists (two trading days later), and the summary
-    over the test segment as Qlib's SigAnaRecord reports it (semantics §8)."""
+    over the evaluation period as Qlib's SigAnaRecord reports it (semantics §8)."""
     start, end = window_dates(context)
-    store = warehouse.get()
-    joined = store.query(
-        "SELECT p.date AS datetime, p.instrument, p.score, l.LABEL0 FROM predictions p "
-        "JOIN labels l USING (instrument, date) WHERE p.date BETWEEN ? AND ?",
-        [start.date(), end.date()],
-    )
-    joined["datetime"] = pd.to_datetime(joined["datetime"])
-    indexed = joined.set_index(["datetime", "instrument"])
+    store = warehouse.get(context.log.info)
+    indexed = tables.read_scores_and_labels(store, start, end).set_index(["datetime", "instrument"])
     ic, rank_ic = calc_ic(indexed["score"], indexed["LABEL0"])
     pairs = indexed.dropna().groupby(level="datetime").size()
     daily = pd.DataFrame({"date": ic.index, "ic": ic.values, "rank_ic": rank_ic.values,
                           "n": pairs.reindex(ic.index).fillna(0).astype("int64").values}).dropna(subset=["ic"])
-    pending = sorted(set(joined["datetime"]) - set(daily["date"]))
-    rows = store.replace_date_range("ic_daily", daily, start, end, key=("date",))
+    pending = sorted(set(indexed.index.get_level_values("datetime")) - set(daily["date"]))
+    rows = tables.write_ic_daily(store, daily, start, end)
     if pending:
-        context.log.info(f"{len(pending)} day(s) without an IC yet (label unknown or too few pairs): {[str(d.date()) for d in pending[:5]]}")
+        context.log.info(f"{len(pending)} day(s) without an IC yet (label unknown or too few pairs): {_days_text(pending)}")
 
-    history = store.query("SELECT * FROM ic_daily ORDER BY date")
-    history["date"] = pd.to_datetime(history["date"])
-    test_start, test_end = segment_bounds(store, "test_segment")
-    in_test = history[(history["date"] >= test_start) & (history["date"] <= test_end)].set_index("date")
-    summary = ic_summary(in_test["ic"], in_test["rank_ic"]) if len(in_test) > 1 else {}
-    metadata: dict[str, object] = {"rows": rows, "days_pending_label": len(pending), "test_segment": f"{test_start.date()}..{test_end.date()}"}
-    metadata.update({key: float(value) for key, value in summary.items()})
-    if len(in_test) > 1:
-        metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_last"] = float(rolling_ic(in_test["ic"], ROLLING_IC_DAYS).iloc[-1])
-        metadata["ic_plot"] = _png_markdown(plot_ic(in_test["ic"], in_test["rank_ic"]), "IC")
+    first, last = _period(store, config)
+    history = tables.read_ic_daily(store, first, last).set_index("date")
+    metadata: dict[str, object] = {"dagster/row_count": rows, "days_pending_label": len(pending),
+                                   "evaluation_period": f"{first.date()}..{last.date()}"}
+    if len(history) > 1:
+        metadata.update({key: float(value) for key, value in ic_summary(history["ic"], history["rank_ic"]).items()})
+        metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_last"] = float(rolling_ic(history["ic"], ROLLING_IC_DAYS).iloc[-1])
+    table, leaking = vintage_report(store, first, last)
+    metadata.update(_vintage_metadata(context, table, leaking))
     return dg.MaterializeResult(metadata=metadata)
 
 
-class BacktestConfig(dg.Config):
+class BacktestConfig(ReportConfig):
     """The TopkDropoutConfig settings a user edits in the launchpad; defaults are its own (Qlib's YAML)."""
 
     topk: int = TopkDropoutConfig.topk
@@ -156,33 +182,29 @@ class BacktestConfig(dg.Config):
     account: float = TopkDropoutConfig.account
 
 
-@dg.asset(group_name="serving", kinds={"duckdb"}, deps=[daily_predictions, raw_ohlcv, test_segment],
+@dg.asset(group_name="serving", kinds={"duckdb"}, deps=[predictions, ic_daily, raw_ohlcv],
           metadata={"dagster/table_name": "backtest_daily"})
-def backtest_report(context: dg.AssetExecutionContext, config: BacktestConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Qlib's TopkDropout strategy over the test segment against an equal-weight benchmark
-    of the universe, with Qlib's risk_analysis (sum mode, 238 days a year, semantics §9)."""
-    store = warehouse.get()
-    test_start, test_end = segment_bounds(store, "test_segment")
-    scores = store.query(
-        "SELECT date, instrument, score FROM predictions WHERE date BETWEEN ? AND ? ORDER BY date, instrument",
-        [test_start.date(), test_end.date()],
-    )
+def backtest_daily(context: dg.AssetExecutionContext, config: BacktestConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Qlib's TopkDropout strategy over the evaluation period against an equal-weight
+    benchmark of the universe, with Qlib's risk_analysis (sum mode, 238 days a year, §9);
+    also the period's IC plot (images live on this unpartitioned asset, once per run)."""
+    store = warehouse.get(context.log.info)
+    first, last = _period(store, config)
+    scores = tables.read_predictions(store, first, last)[["date", "instrument", "score"]]
     if scores.empty:
-        raise dg.Failure(f"no predictions in the test segment {test_start.date()}..{test_end.date()}: materialise daily_predictions first")
-    # One trading day before the segment too: the benchmark's first daily return (§9.4)
-    # is that day's close to the first test day's close.
-    prices = store.query(
-        "SELECT date, instrument, close, factor FROM raw_ohlcv WHERE date BETWEEN "
-        "coalesce((SELECT max(date) FROM trading_calendar WHERE date < ?), ?) AND ? "
-        "AND instrument IN (SELECT DISTINCT instrument FROM universe)",
-        [test_start.date(), test_start.date(), test_end.date()],
-    )
-    for frame in (scores, prices):
-        frame["date"] = pd.to_datetime(frame["date"])
-    result = run_topk_dropout(scores, prices, TopkDropoutConfig(**config.model_dump()))
-    store.replace_table("backtest_daily", result.daily)
+        raise dg.Failure(f"backtest_daily: no predictions in {first.date()}..{last.date()}. "
+                         "Fix: materialise alstm_model and predictions for this period first.", allow_retries=False)
+    trading = {key: getattr(config, key) for key in ("topk", "n_drop", "open_cost", "close_cost", "min_cost", "account")}
+    result = run_topk_dropout(scores, tables.read_prices(store, first, last), TopkDropoutConfig(**trading))
+    rows = tables.write_backtest(store, result.daily)
     summary = backtest_summary(result)
-    context.log.info(f"backtest {test_start.date()}..{test_end.date()}: {summary}")
+    context.log.info(f"backtest {first.date()}..{last.date()}: {summary}")
     flat = {f"{group}.{key}": float(value) for group, values in summary.items() if isinstance(values, dict) for key, value in values.items()}
     flat.update({key: float(value) for key, value in summary.items() if not isinstance(value, dict)})
-    return dg.MaterializeResult(metadata={**flat, "equity_curves": _png_markdown(plot_equity(result), "equity")})
+    metadata: dict[str, object] = {"dagster/row_count": rows, **flat, "equity_curves": _png_markdown(plot_equity(result), "equity")}
+    ic = tables.read_ic_daily(store, first, last).set_index("date")
+    if len(ic) > 1:
+        metadata["ic_plot"] = _png_markdown(plot_ic(ic["ic"], ic["rank_ic"]), "IC")
+    table, leaking = vintage_report(store, first, last)
+    metadata.update(_vintage_metadata(context, table, leaking))
+    return dg.MaterializeResult(metadata=metadata)

@@ -1,0 +1,229 @@
+"""Typed readers and writers of the pipeline's tables: the only SQL besides ``store.py``.
+
+One table per asset, named as the asset (raw_ohlcv, alpha158_features, labels,
+predictions, ic_daily, backtest_daily), plus universe, the trading_calendar view and the
+model registry (``registry.py``). Assets, schedules, the sensor and the CLI's report call
+these functions and never write SQL themselves.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from alstm_pipeline.sources import Universe
+from alstm_pipeline.warehouse.store import Warehouse, WarehouseError
+
+RAW_TABLE = "raw_ohlcv"
+UNIVERSE_TABLE = "universe"
+CALENDAR_VIEW = "trading_calendar"
+LABELS_TABLE = "labels"
+PREDICTIONS_TABLE = "predictions"
+IC_TABLE = "ic_daily"
+BACKTEST_TABLE = "backtest_daily"
+
+
+def _dates(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    for column in columns:
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column])
+    return frame
+
+
+def _require(store: Warehouse, table: str, fix: str) -> None:
+    if not store.table_exists(table):
+        raise WarehouseError(f"{store.path}: table {table} does not exist yet. Fix: {fix}")
+
+
+# --- universe ----------------------------------------------------------------------------
+
+def write_universe(store: Warehouse, spans: pd.DataFrame) -> int:
+    return store.replace_table(UNIVERSE_TABLE, spans)
+
+
+def read_universe(store: Warehouse) -> Universe:
+    _require(store, UNIVERSE_TABLE, "materialise universe first (select '+raw_ohlcv' to include it)")
+    return Universe(spans=_dates(store.query(f'SELECT instrument, start, "end" FROM {UNIVERSE_TABLE}'), "start", "end"))
+
+
+def universe_instruments(store: Warehouse) -> list[str]:
+    _require(store, UNIVERSE_TABLE, "materialise universe first (select '+raw_ohlcv' to include it)")
+    return store.query(f"SELECT DISTINCT instrument FROM {UNIVERSE_TABLE} ORDER BY instrument")["instrument"].tolist()
+
+
+# --- raw bars and the calendar -------------------------------------------------------------
+
+def write_raw(store: Warehouse, bars: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    return store.replace_date_range(RAW_TABLE, bars, start, end)
+
+
+def refresh_calendar(store: Warehouse) -> tuple[str, str, int]:
+    """(Re)define the trading calendar as the distinct dates of raw_ohlcv (semantics §1.1);
+    returns its first day, last day and length."""
+    with store.transaction() as con:
+        con.execute(f"CREATE OR REPLACE VIEW {CALENDAR_VIEW} AS SELECT DISTINCT date FROM {RAW_TABLE} ORDER BY date")
+        first, last, days = con.execute(f"SELECT min(date), max(date), count(*) FROM {CALENDAR_VIEW}").fetchone()
+    return str(first), str(last), int(days)
+
+
+def read_calendar(store: Warehouse) -> pd.DatetimeIndex:
+    _require(store, CALENDAR_VIEW, "materialise raw_ohlcv and trading_calendar first")
+    return pd.DatetimeIndex(pd.to_datetime(store.query(f"SELECT date FROM {CALENDAR_VIEW} ORDER BY date")["date"]))
+
+
+def previous_day_instruments(store: Warehouse, before: pd.Timestamp) -> pd.DataFrame:
+    """(instrument, date, close) rows of the last stored trading day before ``before``."""
+    if not store.table_exists(RAW_TABLE):
+        return pd.DataFrame({"instrument": pd.Series(dtype=str), "date": pd.Series(dtype="datetime64[ns]"),
+                             "close": pd.Series(dtype="float32")})
+    return _dates(store.query(
+        f"SELECT instrument, date, close FROM {RAW_TABLE} WHERE date = (SELECT max(date) FROM {RAW_TABLE} WHERE date < ?)",
+        [pd.Timestamp(before).date()],
+    ), "date")
+
+
+def read_raw_with_margin(
+    store: Warehouse, start: pd.Timestamp, end: pd.Timestamp, rows_before: int, rows_after: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Raw bars from ``rows_before`` trading days before ``start`` to ``rows_after`` trading
+    days after ``end``, and each instrument's first and last date in the whole table.
+
+    Qlib's series run from an instrument's first to its last date (semantics §1.1): the
+    span lets a slice tell "suspended on this day" (a NaN row) from "not listed yet" (no
+    row), so a day computed from the slice equals the full-history computation.
+    """
+    first = store.query(
+        f"SELECT coalesce(min(date), ?) FROM (SELECT date FROM {CALENDAR_VIEW} WHERE date < ? "
+        "ORDER BY date DESC LIMIT ?)",
+        [start.date(), start.date(), rows_before],
+    ).iloc[0, 0]
+    last = store.query(
+        f"SELECT coalesce(max(date), ?) FROM (SELECT date FROM {CALENDAR_VIEW} WHERE date > ? ORDER BY date LIMIT ?)",
+        [end.date(), end.date(), rows_after],
+    ).iloc[0, 0]
+    raw = store.read_dates(RAW_TABLE, pd.Timestamp(first), pd.Timestamp(last))
+    spans = store.query(f"SELECT instrument, min(date) AS first, max(date) AS last FROM {RAW_TABLE} GROUP BY instrument")
+    return raw, spans.set_index("instrument").apply(pd.to_datetime)
+
+
+def last_ingested_day(store: Warehouse) -> pd.Timestamp | None:
+    if not store.table_exists(RAW_TABLE):
+        return None
+    found = store.query(f"SELECT max(date) FROM {RAW_TABLE}").iloc[0, 0]
+    return None if pd.isna(found) else pd.Timestamp(found)
+
+
+def trading_days_after(store: Warehouse, day: pd.Timestamp) -> int:
+    return int(store.query(f"SELECT count(*) FROM {CALENDAR_VIEW} WHERE date > ?", [pd.Timestamp(day).date()]).iloc[0, 0])
+
+
+def read_prices(store: Warehouse, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Close and factor of universe instruments from the trading day before ``start`` to
+    ``end``: the backtest's first benchmark return starts at that day's close (§9.4)."""
+    return _dates(store.query(
+        f"SELECT date, instrument, close, factor FROM {RAW_TABLE} WHERE date BETWEEN "
+        f"coalesce((SELECT max(date) FROM {CALENDAR_VIEW} WHERE date < ?), ?) AND ? "
+        f"AND instrument IN (SELECT DISTINCT instrument FROM {UNIVERSE_TABLE}) ORDER BY date, instrument",
+        [start.date(), start.date(), end.date()],
+    ), "date")
+
+
+# --- features and labels -----------------------------------------------------------------
+
+def write_features(store: Warehouse, table: str, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    return store.replace_date_range(table, frame, start, end)
+
+
+def read_model_features(store: Warehouse, table: str, columns: list[str], start, end) -> pd.DataFrame:
+    """``columns`` of a feature table for [start, end], cut to universe spans (§1.4)."""
+    quoted = ", ".join(f'"{name}"' for name in columns)
+    frame = store.read_dates(table, start, end, columns=f"instrument, date, {quoted}")
+    return frame[read_universe(store).mask(frame)].reset_index(drop=True)
+
+
+def write_labels(store: Warehouse, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    return store.replace_date_range(LABELS_TABLE, frame, start, end)
+
+
+def read_labels(store: Warehouse, start, end) -> pd.DataFrame:
+    """LABEL0 of universe rows in [start, end]: CSRankNorm ranks across these (§5.1)."""
+    label = store.read_dates(LABELS_TABLE, start, end, columns="instrument, date, LABEL0")
+    return label[read_universe(store).mask(label)].reset_index(drop=True)
+
+
+def last_labelled_day(store: Warehouse) -> pd.Timestamp | None:
+    """The latest day whose label is known: two trading days before the last ingested day."""
+    if not store.table_exists(LABELS_TABLE):
+        return None
+    found = store.query(f"SELECT max(date) FROM {LABELS_TABLE} WHERE LABEL0 IS NOT NULL").iloc[0, 0]
+    return None if pd.isna(found) else pd.Timestamp(found)
+
+
+# --- predictions, IC, backtest ----------------------------------------------------------------
+
+def write_predictions(store: Warehouse, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    return store.replace_date_range(PREDICTIONS_TABLE, frame, start, end, key=("date", "instrument"))
+
+
+def read_predictions(store: Warehouse, start, end) -> pd.DataFrame:
+    if not store.table_exists(PREDICTIONS_TABLE):
+        return pd.DataFrame(columns=["date", "instrument", "score", "model_version"])
+    return _dates(store.query(
+        f"SELECT date, instrument, score, model_version FROM {PREDICTIONS_TABLE} "
+        "WHERE date BETWEEN ? AND ? ORDER BY date, instrument",
+        [pd.Timestamp(start).date(), pd.Timestamp(end).date()],
+    ), "date")
+
+
+def read_scores_and_labels(store: Warehouse, start, end) -> pd.DataFrame:
+    """(datetime, instrument, score, LABEL0) of scored rows in [start, end]."""
+    return _dates(store.query(
+        f"SELECT p.date AS datetime, p.instrument, p.score, l.LABEL0 FROM {PREDICTIONS_TABLE} p "
+        f"JOIN {LABELS_TABLE} l USING (instrument, date) WHERE p.date BETWEEN ? AND ?",
+        [pd.Timestamp(start).date(), pd.Timestamp(end).date()],
+    ), "datetime")
+
+
+def vintages_used(store: Warehouse, start, end) -> pd.DataFrame:
+    """Which model version scored which days of [start, end]: version, first, last, days."""
+    if not store.table_exists(PREDICTIONS_TABLE):
+        return pd.DataFrame(columns=["model_version", "first_day", "last_day", "days"])
+    return _dates(store.query(
+        f"SELECT model_version, min(date) AS first_day, max(date) AS last_day, count(DISTINCT date) AS days "
+        f"FROM {PREDICTIONS_TABLE} WHERE date BETWEEN ? AND ? GROUP BY model_version ORDER BY first_day",
+        [pd.Timestamp(start).date(), pd.Timestamp(end).date()],
+    ), "first_day", "last_day")
+
+
+def write_ic_daily(store: Warehouse, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    return store.replace_date_range(IC_TABLE, frame, start, end, key=("date",))
+
+
+def read_ic_daily(store: Warehouse, start=None, end=None) -> pd.DataFrame:
+    if not store.table_exists(IC_TABLE):
+        return pd.DataFrame(columns=["date", "ic", "rank_ic", "n"])
+    frame = store.query(
+        f"SELECT * FROM {IC_TABLE} WHERE date BETWEEN coalesce(?, DATE '0001-01-01') "
+        "AND coalesce(?, DATE '9999-12-31') ORDER BY date",
+        [None if start is None else pd.Timestamp(start).date(), None if end is None else pd.Timestamp(end).date()],
+    )
+    return _dates(frame, "date")
+
+
+def write_backtest(store: Warehouse, daily: pd.DataFrame) -> int:
+    return store.replace_table(BACKTEST_TABLE, daily)
+
+
+def read_backtest(store: Warehouse) -> pd.DataFrame:
+    if not store.table_exists(BACKTEST_TABLE):
+        return pd.DataFrame()
+    return _dates(store.query(f"SELECT * FROM {BACKTEST_TABLE} ORDER BY date"), "date")
+
+
+def table_summary(store: Warehouse, table: str) -> tuple[int, str, str] | None:
+    """Rows, first and last date of a dated table, or None when it does not exist."""
+    if not store.table_exists(table):
+        return None
+    rows, first, last = store.query(
+        f"SELECT count(*), strftime(min(date), '%Y-%m-%d'), strftime(max(date), '%Y-%m-%d') FROM \"{table}\""
+    ).iloc[0]
+    return int(rows), first, last
