@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
+
+from alstm_pipeline_tests.conftest import REPO_ROOT, SAMPLE_PATH
 
 from alstm_pipeline_tests.webserver import graphql, process_group_alive, running_webserver
 
@@ -17,6 +22,12 @@ ASSET_GRAPH = """
 } }
 """
 
+MATERIALIZED = """
+{ assetOrError(assetKey: {path: ["raw_ohlcv"]}) { ... on Asset {
+    assetMaterializations(limit: 10) { partition runId }
+} } }
+"""
+
 AUTOMATION = """
 { repositoriesOrError { ... on RepositoryConnection { nodes {
     schedules { name scheduleState { status } }
@@ -27,15 +38,24 @@ AUTOMATION = """
 
 @pytest.fixture(scope="module")
 def ui_answers(tmp_path_factory):
-    """The asset graph and automation state the running UI reports, and whether the
+    """The asset graph, automation state and raw_ohlcv materializations the running UI
+    reports after `alstm-pipeline run` wrote into the same home, and whether the
     webserver's process group was gone after shutdown."""
-    with running_webserver(tmp_path_factory.mktemp("ui_home")) as (port, pgid):
+    home = tmp_path_factory.mktemp("ui_home")
+    env = {**os.environ, "ALSTM_PIPELINE_HOME": str(home), "ALSTM_PIPELINE_SOURCE": str(SAMPLE_PATH)}
+    env.pop("DAGSTER_HOME", None)
+    cli = subprocess.run([sys.executable, "-m", "alstm_pipeline.cli", "run", "--select", "+raw_ohlcv",
+                          "--start", "2016-06-27", "--end", "2016-06-28"],
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    with running_webserver(home) as (port, pgid):
         nodes = graphql(port, ASSET_GRAPH)["assetNodes"]
         repositories = graphql(port, AUTOMATION)["repositoriesOrError"]["nodes"]
+        materialized = graphql(port, MATERIALIZED)["assetOrError"]["assetMaterializations"]
     deadline = time.monotonic() + 10
     while process_group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    return {"/".join(n["assetKey"]["path"]): n for n in nodes}, repositories, process_group_alive(pgid)
+    return {"/".join(n["assetKey"]["path"]): n for n in nodes}, repositories, process_group_alive(pgid), materialized
 
 
 def _upstream(node) -> dict[str, str | None]:
@@ -46,38 +66,40 @@ def _upstream(node) -> dict[str, str | None]:
 
 
 def test_webserver_stops_without_orphans(ui_answers):
-    _, _, alive = ui_answers
+    _, _, alive, _ = ui_answers
     assert not alive, "a webserver process outlived the test"
 
 
 def test_ui_shows_the_whole_graph_with_partitioned_lineage(ui_answers):
-    nodes, _, _ = ui_answers
+    nodes, *_ = ui_answers
     assert set(nodes) == {
-        "universe", "raw_ohlcv", "trading_calendar", "alpha158_features", "labels", "feature_normalizer",
-        "train_segment", "valid_segment", "test_segment", "alstm_model", "daily_predictions", "ic_report",
-        "backtest_report",
+        "universe", "raw_ohlcv", "trading_calendar", "alpha158_features", "labels", "alstm_model",
+        "predictions", "ic_daily", "backtest_daily",
     }
     partitioned = {name for name, node in nodes.items() if node["isPartitioned"]}
-    assert partitioned == {"raw_ohlcv", "alpha158_features", "labels", "daily_predictions", "ic_report"}
+    assert partitioned == {"raw_ohlcv", "alpha158_features", "labels", "alstm_model", "predictions", "ic_daily"}
     assert _upstream(nodes["raw_ohlcv"]) == {"universe": None}
     # Lookback and look-ahead are time-window mappings with offsets (which raw days are read).
     assert _upstream(nodes["alpha158_features"])["raw_ohlcv"] == "TimeWindowPartitionMapping"
     assert _upstream(nodes["labels"])["raw_ohlcv"] == "TimeWindowPartitionMapping"
-    assert set(_upstream(nodes["alstm_model"])) == {"train_segment", "valid_segment"}
 
 
-def test_lineage_of_daily_predictions(ui_answers):
-    nodes, _, _ = ui_answers
-    predictions = nodes["daily_predictions"]
-    upstream = _upstream(predictions)
-    assert set(upstream) == {"alpha158_features", "feature_normalizer", "alstm_model"}
+def test_lineage_of_predictions(ui_answers):
+    nodes, *_ = ui_answers
+    upstream = _upstream(nodes["predictions"])
+    assert set(upstream) == {"alpha158_features", "alstm_model"}
     assert upstream["alpha158_features"] == "TimeWindowPartitionMapping"
-    downstream = {"/".join(key["path"]) for key in predictions["dependedByKeys"]}
-    assert downstream == {"ic_report", "backtest_report"}
+    downstream = {"/".join(key["path"]) for key in nodes["predictions"]["dependedByKeys"]}
+    assert downstream == {"ic_daily", "backtest_daily"}
+
+
+def test_ui_shows_what_the_cli_ran(ui_answers):
+    partitions = sorted(event["partition"] for event in ui_answers[3])
+    assert partitions == ["2016-06-27", "2016-06-28"]
 
 
 def test_schedules_and_sensor_run_by_default(ui_answers):
-    _, repositories, _ = ui_answers
+    _, repositories, *_ = ui_answers
     (repository,) = repositories
     schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}

@@ -66,8 +66,11 @@ def local_today(when: datetime, settings: Settings = SETTINGS) -> pd.Timestamp:
 
 def current_keys(when: datetime) -> list[str]:
     """Weekday partition keys up to the schedules' local date at ``when``."""
-    today = local_today(when).strftime("%Y-%m-%d")
-    return [key for key in WEEKDAYS.get_partition_keys(current_time=when) if key <= today]
+    today = local_today(when)
+    # Today's partition counts from the evening on, whether or not the definition makes it
+    # exist before midnight (live mode does, with end_offset=1).
+    end_of_today = (today + pd.Timedelta(days=1)).tz_localize(SETTINGS.timezone).to_pydatetime()
+    return [key for key in WEEKDAYS.get_partition_keys(current_time=end_of_today) if key <= today.strftime("%Y-%m-%d")]
 
 
 @dg.schedule(job=daily_update_job, cron_schedule=SETTINGS.daily_cron, execution_timezone=SETTINGS.timezone,
@@ -107,7 +110,6 @@ def retrain_request(store: Warehouse, as_of: pd.Timestamp, settings: Settings = 
     return dg.RunRequest(
         run_key=f"daily_retrain-{key}", partition_key=key,
         run_config={"ops": {"alstm_model": {"config": training}}},
-        dynamic_partitions_requests=[VINTAGES.build_add_request([key])],
     )
 
 
@@ -117,7 +119,11 @@ def daily_retrain_schedule(context: dg.ScheduleEvaluationContext):
     store = Warehouse(SETTINGS.warehouse_path)
     if not store.path.exists():
         return dg.SkipReason(f"no warehouse at {store.path} yet: run the main job (alstm-pipeline run) first")
-    return retrain_request(store, local_today(context.scheduled_execution_time))
+    request = retrain_request(store, local_today(context.scheduled_execution_time))
+    if isinstance(request, dg.RunRequest):
+        # The vintage partition must exist before the run that materialises it.
+        context.instance.add_dynamic_partitions(VINTAGES.name, [request.partition_key])
+    return request
 
 
 def covered_by_its_run_or_backfill(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> bool:
