@@ -32,6 +32,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
@@ -246,8 +247,8 @@ def _render_template(text: str, environ: Mapping[str, str], problems: list[str])
     Qlib renders a variable that is not set as empty text; here it is an error instead, since
     an empty provider path or date only fails later and less clearly.
     """
-    if "{{" not in text and "{%" not in text:
-        return text
+    if not any(mark in text for mark in ("{{", "{%", "{#")):
+        return text  # nothing Jinja2 would change
     import jinja2
     from jinja2 import meta
 
@@ -394,7 +395,7 @@ def parse_workflow(config: dict, path: str | os.PathLike = "<workflow>") -> Work
         raise WorkflowError(path, check.problems)
     return WorkflowSpec(
         path=path, provider_uri=provider_uri, region=region, handler=handler, model=model,
-        segments=segments, step_len=step_len, backtest=backtest, experiment_name=str(experiment),
+        segments=MappingProxyType(dict(segments)), step_len=step_len, backtest=backtest, experiment_name=str(experiment),
         records=records, ic_long_short=long_short,
     )
 
