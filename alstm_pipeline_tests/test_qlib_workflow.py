@@ -97,6 +97,7 @@ def test_alpha360_non_ts_workflow_is_refused_with_every_reason(env):
         "task.model.kwargs.d_feat: 6",
     ):
         assert key in message
+    assert "step_len" not in message  # DatasetH has no windows: only the class is reported
 
 
 def test_every_unsupported_key_is_named_in_one_error(env):
