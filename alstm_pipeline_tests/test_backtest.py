@@ -152,7 +152,7 @@ def test_three_stock_backtest_matches_the_hand_computed_ledger():
     )
     assert daily["n_holdings"].tolist() == [0, 1, 1, 1]
     trades = result.trades
-    assert trades[["instrument", "side", "amount"]].values.tolist() == [
+    assert trades[["instrument", "direction", "amount"]].values.tolist() == [
         ["A", "buy", 86.0],
         ["A", "sell", 86.0],
         ["B", "buy", 46.0],
@@ -182,7 +182,7 @@ def test_suspended_holding_cannot_be_sold_so_the_book_exceeds_topk():
     assert daily["n_holdings"].tolist() == [0, 1, 2, 1]
     np.testing.assert_allclose(daily["account_value"], [1000.0, 999.0, 998.0, 806.48], rtol=1e-12)
     assert daily["return"].iloc[3] == pytest.approx(-190 / 998, rel=1e-12)  # 95 shares × (8 − 10)
-    sells = result.trades[result.trades["side"] == "sell"]
+    sells = result.trades[result.trades["direction"] == "sell"]
     assert sells[["date", "instrument"]].values.tolist() == [[DAYS[4], "A"]]
 
 
@@ -197,7 +197,7 @@ def test_delisted_holding_keeps_its_last_price():
     last_day = result.positions[result.positions["date"] == DAYS[4]].set_index("instrument")
     assert last_day.loc["A", "price"] == 10.0 and last_day.loc["A", "amount"] == 95.0
     assert result.daily["account_value"].iloc[-1] == pytest.approx(8 + 950 + 40, rel=1e-12)
-    assert (result.trades["side"] == "buy").sum() == 2 and (result.trades["side"] == "sell").sum() == 0
+    assert (result.trades["direction"] == "buy").sum() == 2 and (result.trades["direction"] == "sell").sum() == 0
 
 
 @pytest.mark.parametrize("change, bought", [(0.10, False), (-0.10, False), (0.095, False), (0.094, True), (np.nan, True)])
@@ -235,7 +235,7 @@ def test_topk_larger_than_universe_buys_every_scored_stock_once_and_holds():
     result = run_topk_dropout(scores, prices, config)
 
     # Day 2: 1e6·0.95/3 = 316,666.67 per stock → A 28,787 (at 11), B 15,833, C 63,333 shares.
-    assert result.trades[["date", "instrument", "side", "amount"]].values.tolist() == [
+    assert result.trades[["date", "instrument", "direction", "amount"]].values.tolist() == [
         [DAYS[2], "A", "buy", 28787.0],
         [DAYS[2], "B", "buy", 15833.0],
         [DAYS[2], "C", "buy", 63333.0],
@@ -358,11 +358,11 @@ def test_real_data_ledger_is_consistent_with_its_trades_and_prices(golden_scores
         daily["account_value"] - previous, (daily["return"] - daily["cost"]) * previous, rtol=0, atol=1e-6
     )
     # Costs: max(rate · value, 5) per deal.
-    rate = np.where(trades["side"] == "buy", config.open_cost, config.close_cost)
+    rate = np.where(trades["direction"] == "buy", config.open_cost, config.close_cost)
     np.testing.assert_allclose(trades["cost"], np.maximum(trades["value"] * rate, config.min_cost), rtol=1e-12)
     # Buys are whole raw shares at that day's factor (sells later may not be: a dividend
     # moves the factor, and the adjusted amount held stays the same).
-    buys = trades[trades["side"] == "buy"]
+    buys = trades[trades["direction"] == "buy"]
     factor = prices.set_index(["date", "instrument"])["factor"]
     raw_shares = buys["amount"] * factor.reindex(pd.MultiIndex.from_frame(buys[["date", "instrument"]])).to_numpy()
     np.testing.assert_allclose(raw_shares, np.round(raw_shares), rtol=1e-11)
@@ -371,10 +371,10 @@ def test_real_data_ledger_is_consistent_with_its_trades_and_prices(golden_scores
     held_before = positions.groupby("date")["instrument"].apply(set)
     for position, date in enumerate(daily["date"].iloc[2:], start=2):
         day = trades[trades["date"] == date]
-        assert (day["side"] == "sell").sum() <= config.n_drop
+        assert (day["direction"] == "sell").sum() <= config.n_drop
         signal_date = daily["date"].iloc[position - 1]
         not_held = [n for n in ranked[signal_date] if n not in held_before[signal_date]]
-        bought = day.loc[day["side"] == "buy", "instrument"].tolist()
+        bought = day.loc[day["direction"] == "buy", "instrument"].tolist()
         assert bought == not_held[: len(bought)]
     summary = backtest_summary(result)
     assert 0 < summary["mean_turnover"] < 2

@@ -4,7 +4,7 @@ Pure computation: pandas/numpy/matplotlib only, no Dagster.
 """
 
 from alstm_pipeline.evaluation.backtest import BacktestResult, backtest_summary, run_topk_dropout
-from alstm_pipeline.evaluation.market import MarketPanel, equal_weight_benchmark, round_to_lots
+from alstm_pipeline.evaluation.market import MarketPanel, benchmark_returns, equal_weight_benchmark, raw_change, round_to_lots
 from alstm_pipeline.evaluation.plots import plot_equity, plot_ic
 from alstm_pipeline.evaluation.risk import TRADING_DAYS_PER_YEAR, risk_analysis
 from alstm_pipeline.evaluation.signal import calc_ic, ic_summary, rolling_ic
@@ -17,12 +17,14 @@ __all__ = [
     "TopkDropoutConfig",
     "TradePlan",
     "backtest_summary",
+    "benchmark_returns",
     "calc_ic",
     "equal_weight_benchmark",
     "ic_summary",
     "plan_topk_dropout",
     "plot_equity",
     "plot_ic",
+    "raw_change",
     "rank_by_score",
     "risk_analysis",
     "rolling_ic",

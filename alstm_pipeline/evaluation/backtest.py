@@ -8,20 +8,21 @@ the last day's scores are never used, as in Qlib's PortAnaRecord over the test s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from alstm_pipeline.evaluation.market import MarketPanel, equal_weight_benchmark, round_to_lots
+from alstm_pipeline.evaluation.market import MarketPanel, benchmark_returns, round_to_lots
 from alstm_pipeline.evaluation.risk import TRADING_DAYS_PER_YEAR, risk_analysis
 from alstm_pipeline.evaluation.topk_dropout import TopkDropoutConfig, plan_topk_dropout
 
 __all__ = ["BacktestResult", "backtest_summary", "run_topk_dropout"]
 
 DAILY_COLUMNS = ["date", "account_value", "cash", "return", "cost", "turnover", "bench", "n_holdings"]
-TRADE_COLUMNS = ["date", "instrument", "side", "amount", "price", "value", "cost"]
-POSITION_COLUMNS = ["date", "instrument", "amount", "price", "value"]
+TRADE_COLUMNS = ["date", "instrument", "direction", "amount", "price", "value", "cost"]
+POSITION_COLUMNS = ["date", "instrument", "amount", "price", "value", "weight"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,10 @@ class BacktestResult:
         turnover       value traded on day t (buys + sells) / V_(t−1),
         bench          the benchmark's return that day (NaN → 0),
         n_holdings     names held after the close.
-    trades: every executed deal (side "sell" / "buy"; amount in adjusted units, price = close).
-    positions: the holdings after each day's close, marked at their last known price.
+    trades: every executed deal, in execution order (direction "sell" / "buy"; amount in
+        adjusted units; price = the deal price; value = amount·price; cost paid).
+    positions: the holdings after each day's close, marked at their last known close;
+        weight = value / account_value, Qlib's position weight (share of stock + cash).
     """
 
     daily: pd.DataFrame
@@ -64,13 +67,14 @@ def run_topk_dropout(
     scores: pd.DataFrame,
     prices: pd.DataFrame,
     config: TopkDropoutConfig | None = None,
-    benchmark: pd.Series | None = None,
+    benchmark: pd.Series | str | Sequence[str] | None = None,
 ) -> BacktestResult:
     """Simulate TopkDropout on daily ``scores`` (date, instrument, score) against ``prices``.
 
     ``prices``: see ``alstm_pipeline.evaluation.market`` (adjusted close, optional factor
-    and change). ``benchmark``: daily returns indexed by date; default
-    ``equal_weight_benchmark(prices)``.
+    and change; open when dealing at the open). ``benchmark``: daily returns indexed by
+    date, or an instrument code (or codes) of ``prices`` for ``benchmark_returns``;
+    default the equal-weight portfolio of ``prices``.
 
     Raises ValueError for empty scores, NaN scores, duplicate rows, instruments that have
     no prices at all, and score dates that are not trading days of ``prices``.
@@ -80,8 +84,10 @@ def run_topk_dropout(
     signal = _signal_by_day(scores, market)
     first_day, last_day = min(signal), max(signal)
     dates = market.dates[first_day : last_day + 1]
-    if benchmark is None:
-        benchmark = equal_weight_benchmark(prices)
+    if benchmark is None or isinstance(benchmark, (str, list, tuple)):
+        benchmark = benchmark_returns(prices, benchmark)
+    if config.deal_price == "open" and market.open is None:
+        raise ValueError("deal_price 'open' needs an 'open' column in prices")
     bench = pd.Series(benchmark, dtype="float64").reindex(dates).fillna(0.0).to_numpy()
 
     book = _Book(cash=float(config.account))
@@ -115,7 +121,8 @@ def run_topk_dropout(
         )
         trades.extend({"date": date, **t} for t in day_trades)
         positions.extend(
-            {"date": date, "instrument": name, "amount": h.amount, "price": h.price, "value": h.amount * h.price}
+            {"date": date, "instrument": name, "amount": h.amount, "price": h.price,
+             "value": h.amount * h.price, "weight": h.amount * h.price / value}
             for name, h in book.holdings.items()
         )
         previous_value = value
@@ -150,12 +157,13 @@ def _execute_sells(
     Every holding was bought on an earlier day, so Qlib's hold_thresh of 1 day always holds here.
     """
     planned = set(sell)
+    direction = None if config.forbid_all_trade_at_limit else "sell"
     for name in [n for n in book.holdings if n in planned]:
         col = market.column_of(name)
-        if not market.is_tradable(day, col, config.limit_threshold):
+        if not market.is_tradable(day, col, config.limit_threshold, direction):
             continue  # suspended / at limit / delisted: kept, the book may exceed topk (§9.3)
         holding = book.holdings.pop(name)
-        price = market.close[day, col]
+        price = market.deal_price(day, col, config.deal_price)
         value = holding.amount * price
         cost = max(value * config.close_cost, config.min_cost)
         book.cash += value - cost
@@ -169,11 +177,12 @@ def _execute_buys(
     if not buy:
         return
     per_stock = book.cash * config.risk_degree / len(buy)
+    direction = None if config.forbid_all_trade_at_limit else "buy"
     for name in buy:
         col = market.column_of(name)
-        if not market.is_tradable(day, col, config.limit_threshold):
+        if not market.is_tradable(day, col, config.limit_threshold, direction):
             continue
-        price = market.close[day, col]
+        price = market.deal_price(day, col, config.deal_price)
         factor = market.factor[day, col]
         amount = round_to_lots(per_stock / price, factor, config.trade_unit)
         amount = _fit_buy_to_cash(amount, price, factor, book.cash, config)
@@ -211,8 +220,8 @@ def _mark_to_market(book: _Book, market: MarketPanel, day: int) -> None:
             holding.price = close
 
 
-def _trade(name: str, side: str, amount: float, price: float, cost: float) -> dict:
-    return {"instrument": name, "side": side, "amount": amount, "price": price, "value": amount * price, "cost": cost}
+def _trade(name: str, direction: str, amount: float, price: float, cost: float) -> dict:
+    return {"instrument": name, "direction": direction, "amount": amount, "price": price, "value": amount * price, "cost": cost}
 
 
 def _signal_by_day(scores: pd.DataFrame, market: MarketPanel) -> dict[int, tuple[dict[str, float], list[str]]]:

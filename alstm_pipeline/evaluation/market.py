@@ -8,7 +8,8 @@ optionally ``factor`` and ``change``:
 - ``factor`` converts adjusted units to raw shares (raw shares = amount × factor), used
   only for lot rounding; absent → 1 (``close`` is then taken as the traded price);
 - ``change`` is the raw close-to-close return, used only for price limits; absent or
-  NaN never triggers a limit (§9.2).
+  NaN never triggers a limit (§9.2). ``raw_change`` derives it when a source has none;
+- ``open`` (optional) is the adjusted open, the deal price when a backtest deals at the open.
 
 The calendar is the sorted set of dates present in ``prices``; a missing row or a NaN
 close on a calendar day means "no quote": the stock cannot trade that day (§9.2).
@@ -16,12 +17,13 @@ close on a calendar day means "no quote": the stock cannot trade that day (§9.2
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["MarketPanel", "equal_weight_benchmark", "round_to_lots"]
+__all__ = ["MarketPanel", "benchmark_returns", "equal_weight_benchmark", "raw_change", "round_to_lots"]
 
 _REQUIRED_PRICE_COLUMNS = ("date", "instrument", "close")
 
@@ -35,6 +37,7 @@ class MarketPanel:
     close: np.ndarray  # float64 [day, instrument], NaN = no quote
     factor: np.ndarray  # float64 [day, instrument]
     change: np.ndarray | None  # float64 [day, instrument] or None when not supplied
+    open: np.ndarray | None = None  # float64 [day, instrument] or None when not supplied
 
     @classmethod
     def from_prices(cls, prices: pd.DataFrame) -> MarketPanel:
@@ -53,16 +56,19 @@ class MarketPanel:
         close = grid("close", np.nan)
         factor = grid("factor", np.nan) if "factor" in frame else np.ones_like(close)
         change = grid("change", np.nan) if "change" in frame else None
-        return cls(dates=dates, instruments=instruments, close=close, factor=factor, change=change)
+        opens = grid("open", np.nan) if "open" in frame else None
+        return cls(dates=dates, instruments=instruments, close=close, factor=factor, change=change, open=opens)
 
     def column_of(self, instrument: str) -> int:
         """Column position of ``instrument`` (KeyError if the panel has no prices for it)."""
         return self.instruments.get_loc(instrument)
 
-    def is_tradable(self, day: int, col: int, limit_threshold: float | None) -> bool:
-        """§9.2: a stock trades if it has a close that day and, when limits apply, |change| < threshold.
+    def is_tradable(self, day: int, col: int, limit_threshold: float | None, direction: str | None = None) -> bool:
+        """§9.2: a stock trades if it has a close that day and is not at a price limit.
 
-        With ``forbid_all_trade_at_limit`` a limit move blocks both directions.
+        Qlib's exchange blocks buying at the up limit (change ≥ threshold) and selling at
+        the down limit (change ≤ −threshold); ``direction`` None asks for both at once,
+        which is what the strategy's ``forbid_all_trade_at_limit`` (default) does.
         """
         if np.isnan(self.close[day, col]):
             return False
@@ -70,7 +76,26 @@ class MarketPanel:
             return True
         change = self.change[day, col]
         # A NaN change compares False both ways, so it never triggers the limit (§9.2).
-        return not (change >= limit_threshold or change <= -limit_threshold)
+        up, down = change >= limit_threshold, change <= -limit_threshold
+        if direction == "buy":
+            return not up
+        if direction == "sell":
+            return not down
+        return not (up or down)
+
+    def deal_price(self, day: int, col: int, which: str = "close") -> float:
+        """The price of a deal on ``day``: the close, or the open when asked.
+
+        Qlib's exchange falls back to the close when the deal price is missing or not
+        positive, so an open-price backtest deals a stock without an open at its close.
+        """
+        close = self.close[day, col]
+        if which == "close":
+            return close
+        if self.open is None:
+            raise ValueError("deal_price 'open' needs an 'open' column in prices")
+        price = self.open[day, col]
+        return price if price > 1e-8 else close  # NaN compares False: fallback too
 
 
 def round_to_lots(amount: float, factor: float, trade_unit: float | None) -> float:
@@ -103,6 +128,56 @@ def equal_weight_benchmark(prices: pd.DataFrame) -> pd.Series:
     return pd.Series(bench, index=panel.dates.rename("date"), name="bench")
 
 
+def benchmark_returns(prices: pd.DataFrame, benchmark: str | Sequence[str] | None = None) -> pd.Series:
+    """The benchmark's daily return, indexed by date, named ``bench``.
+
+    ``benchmark`` None: the equal-weight portfolio of every instrument in ``prices``.
+    A code (e.g. ``^GSPC`` or ``SH000300``): that instrument's close_t / close_(t−1) − 1 over
+    consecutive calendar days, 0 where either close is missing (Qlib: ``$close/Ref($close,1)-1``,
+    NaN → 0). A list of codes: the mean of their returns that day (Qlib's list benchmark).
+    A code without prices is an error naming it: a silent 0 benchmark would flatter every
+    excess-return figure.
+    """
+    if benchmark is None:
+        return equal_weight_benchmark(prices)
+    codes = [benchmark] if isinstance(benchmark, str) else list(benchmark)
+    frame = _validated_prices(prices)
+    present = set(frame.loc[frame["close"].notna(), "instrument"])
+    missing = [code for code in codes if code not in present]
+    if missing:
+        known = sorted(present)
+        raise ValueError(
+            f"benchmark instrument(s) {missing} have no prices; the price data holds {len(known)} "
+            f"instrument(s), e.g. {known[:5]}. Add the index series to the data or use the equal-weight universe"
+        )
+    panel = MarketPanel.from_prices(frame)
+    closes = panel.close[:, panel.instruments.get_indexer(codes)]
+    previous = np.vstack([np.full((1, len(codes)), np.nan), closes[:-1]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = closes / previous - 1.0
+    counts = np.isfinite(returns).sum(axis=1)
+    sums = np.where(np.isfinite(returns), returns, 0.0).sum(axis=1)
+    bench = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    return pd.Series(bench, index=panel.dates.rename("date"), name="bench")
+
+
+def raw_change(prices: pd.DataFrame) -> pd.Series:
+    """Qlib's ``$change`` rebuilt from prices: the raw close over the previous raw close − 1.
+
+    raw close = close / factor (the traded price, §1.2). Like the Yahoo collector, the
+    previous close is the last *available* one, so the day after a suspension compares
+    with the close before it; a row without a close has NaN change. Aligned with
+    ``prices``' index, for ``prices.assign(change=raw_change(prices))`` when a source
+    stores no change field.
+    """
+    frame = _validated_prices(prices)
+    raw = frame["close"] / (frame["factor"] if "factor" in frame else 1.0)
+    order = frame.assign(_raw=raw).sort_values(["instrument", "date"])
+    last = order.groupby("instrument")["_raw"].transform(lambda s: s.ffill().shift(1))
+    change = order["_raw"] / last - 1.0
+    return change.reindex(frame.index).rename("change")
+
+
 def _validated_prices(prices: pd.DataFrame) -> pd.DataFrame:
     if not isinstance(prices, pd.DataFrame):
         raise TypeError(f"prices must be a pandas DataFrame, got {type(prices).__name__}")
@@ -111,7 +186,7 @@ def _validated_prices(prices: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"prices is missing column(s) {missing}; it has {list(prices.columns)}")
     if prices.empty:
         raise ValueError("prices is empty: a backtest needs at least one day of closes")
-    columns = [c for c in ("date", "instrument", "close", "factor", "change") if c in prices.columns]
+    columns = [c for c in ("date", "instrument", "close", "factor", "change", "open") if c in prices.columns]
     frame = prices[columns].copy()
     frame["date"] = pd.to_datetime(frame["date"])
     duplicated = frame.duplicated(["date", "instrument"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["TopkDropoutConfig", "TradePlan", "plan_topk_dropout", "rank_by_score"]
+__all__ = ["DEAL_PRICES", "TopkDropoutConfig", "TradePlan", "plan_topk_dropout", "rank_by_score"]
+
+DEAL_PRICES = ("close", "open")
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,11 @@ class TopkDropoutConfig:
     limit_threshold: daily price limit on the raw ``change``; a stock whose |change|
         reaches it cannot trade that day in either direction. US markets have no daily
         limits, so the default is None (Qlib's CN workflow used 0.095).
+    forbid_all_trade_at_limit: Qlib's strategy default True: a stock at either limit can
+        neither be bought nor sold. False leaves the exchange's own rule: a stock up at
+        its limit cannot be bought, one down at its limit cannot be sold.
+    deal_price: "close" (Qlib's default) or "open": the price orders are sized and dealt
+        at. Holdings are always marked at the close (§9.4).
     """
 
     topk: int = 50
@@ -28,6 +35,8 @@ class TopkDropoutConfig:
     risk_degree: float = 0.95
     trade_unit: float | None = 1.0
     limit_threshold: float | None = None
+    forbid_all_trade_at_limit: bool = True
+    deal_price: str = "close"
 
     def __post_init__(self) -> None:
         problems = []
@@ -46,6 +55,8 @@ class TopkDropoutConfig:
             problems.append(f"trade_unit must be > 0 or None, got {self.trade_unit}")
         if self.limit_threshold is not None and not self.limit_threshold > 0:
             problems.append(f"limit_threshold must be > 0 or None, got {self.limit_threshold}")
+        if self.deal_price not in DEAL_PRICES:
+            problems.append(f"deal_price must be one of {DEAL_PRICES}, got {self.deal_price!r}")
         if problems:
             raise ValueError("invalid TopkDropoutConfig: " + "; ".join(problems))
 
