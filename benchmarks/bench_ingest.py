@@ -31,41 +31,42 @@ def main() -> None:
     os.environ["ALSTM_PIPELINE_HOME"] = str(home)
     import dagster as dg
 
-    from alstm_pipeline.definitions import defs
+    from alstm_pipeline.definitions import build_definitions
     from alstm_pipeline.defs.partitions import WEEKDAYS
-    from alstm_pipeline.runner import materialize_range
+    from alstm_pipeline.runner import materialize
     from alstm_pipeline.sources import open_source
     from alstm_pipeline.warehouse import Warehouse
 
     calendar = open_source(PANEL).calendar()
     keys = [k for k in WEEKDAYS.get_partition_keys() if str(calendar[0].date()) <= k <= str(calendar[-1].date())]
     instance = dg.DagsterInstance.ephemeral()
+    defs = build_definitions()
     store = Warehouse(home / "warehouse.duckdb")
 
     began = time.perf_counter()
-    result = materialize_range(defs, "universe, raw_ohlcv", keys[0], keys[-1], instance)
+    result = materialize(defs, "universe, raw_ohlcv", instance, (keys[0], keys[-1]))
     full_seconds = time.perf_counter() - began
-    assert result.success
+    assert all(run.success for run in result)
     rows = int(store.query("SELECT count(*) FROM raw_ohlcv").iloc[0, 0])
     print(f"full backfill: {rows:,} rows, {len(keys):,} weekday partitions, {full_seconds:.1f} s, "
           f"{rows / full_seconds:,.0f} rows/s, peak RSS {peak_rss_mb():,.0f} MB")
 
     day = keys[-1]
     began = time.perf_counter()
-    result = materialize_range(defs, "raw_ohlcv", day, day, instance)
+    result = materialize(defs, "raw_ohlcv", instance, (day, day))
     day_seconds = time.perf_counter() - began
-    assert result.success
+    assert all(run.success for run in result)
     print(f"one incremental raw_ohlcv day ({day}): {day_seconds:.2f} s")
 
     # Features of one day read only their 60-day lookback from DuckDB, whatever the history.
-    materialize_range(defs, "trading_calendar", None, None, instance)
+    materialize(defs, "trading_calendar", instance)
     feature_day = keys[-3]  # a day whose two-day label look-ahead exists
     for select in ("alpha158_features", "labels"):
         began = time.perf_counter()
-        result = materialize_range(defs, select, feature_day, feature_day, instance)
+        result = materialize(defs, select, instance, (feature_day, feature_day))
         seconds = time.perf_counter() - began
-        assert result.success
-        rows = int(store.query(f"SELECT count(*) FROM {'alpha158' if select.startswith('alpha') else 'labels'}").iloc[0, 0])
+        assert all(run.success for run in result)
+        rows = int(store.query(f"SELECT count(*) FROM {select}").iloc[0, 0])
         print(f"one incremental {select} day ({feature_day}, {rows} instruments) incl. DuckDB I/O and Dagster: {seconds:.2f} s")
     print(f"peak RSS {peak_rss_mb():,.0f} MB")
 

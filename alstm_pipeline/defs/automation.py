@@ -44,7 +44,7 @@ daily_update_job = dg.define_asset_job(
     description="today's bars → features, labels (of the day whose look-ahead completed) → predictions → IC → backtest",
 )
 retrain_job = dg.define_asset_job(
-    "daily_retrain", selection=[alstm_model], partitions_def=VINTAGES,
+    "daily_retrain", selection=[alstm_model],
     description="train tonight's rolling vintage behind the promotion gate",
 )
 downstream_job = dg.define_asset_job(

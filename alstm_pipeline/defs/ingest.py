@@ -47,7 +47,7 @@ def universe(
         spans = market_data.universe(source).spans.sort_values(["instrument", "start"]).reset_index(drop=True)
         unknown = sorted(set(spans["instrument"]) - set(source.instruments()))
     except (SourceDataError, OSError, ValueError) as error:
-        raise _source_failure(error) from None
+        raise _source_failure(error, "universe") from None
     if unknown:
         context.log.warning(f"{len(unknown)} universe instruments are not in the source: {unknown[:10]}")
     tables.write_universe(warehouse.get(context.log.info), spans)
@@ -63,7 +63,7 @@ def universe(
     )
 
 
-def _source_failure(error: Exception) -> dg.Failure:
+def _source_failure(error: Exception, asset: str = "raw_ohlcv") -> dg.Failure:
     """A failure whose message is the source's own report (every bad file at once) and whose
     metadata carries the problems as a table, so the UI shows them without a traceback."""
     metadata: dict[str, object] = {}
@@ -75,7 +75,7 @@ def _source_failure(error: Exception) -> dg.Failure:
             "problems": dg.MetadataValue.md(quality.as_markdown(error.problems, limit=50)),
             "problems_per_file": dg.MetadataValue.md(quality.as_markdown(error.counts, limit=50)),
         }
-    return dg.Failure(description=f"raw_ohlcv: the source has problems, nothing was written.\n{error}", metadata=metadata,
+    return dg.Failure(description=f"{asset}: the source has problems, nothing was written.\n{error}", metadata=metadata,
                       allow_retries=False)
 
 

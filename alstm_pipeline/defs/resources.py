@@ -4,6 +4,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.sources import Source, Universe, open_source
@@ -30,6 +31,9 @@ class WarehouseResource(dg.ConfigurableResource):
             yield self
 
 
+ALL_TIME = ("1900-01-01", "2199-12-31")
+
+
 class MarketDataResource(dg.ConfigurableResource):
     """Where raw bars come from: a Parquet file/folder, a CSV folder or a Qlib provider dir."""
 
@@ -43,7 +47,12 @@ class MarketDataResource(dg.ConfigurableResource):
         """The instrument list with membership spans; every instrument of the source by default."""
         if self.universe_path:
             return Universe.from_file(self.universe_path)
-        return Universe.everything(source)
+        # Every instrument over all time: its rows exist only inside its own data range
+        # anyway, and listing names reads no bars, so bad files surface in raw_ohlcv's
+        # report, all at once, rather than here.
+        names = source.instruments()
+        return Universe(spans=pd.DataFrame({"instrument": names, "start": pd.Timestamp(ALL_TIME[0]),
+                                            "end": pd.Timestamp(ALL_TIME[1])}))
 
 
 class ModelStoreResource(dg.ConfigurableResource):
