@@ -6,8 +6,6 @@ golden prediction (-RESI5 + 0.5*CORR5) over 2016 on the golden 27 S&P 500 stocks
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -311,30 +309,25 @@ def test_bad_prices_and_config_raise_a_clear_error():
 
 
 @pytest.fixture(scope="module")
-def golden_scores_and_prices(golden_dir, panel_path):
+def golden_scores_and_prices(golden_dir):
     processed = pd.read_parquet(golden_dir / "alstm_processed.parquet")
     test = processed[processed["date"].between("2016-01-01", "2016-12-31")]
     scores = pd.DataFrame(
         {"date": test["date"], "instrument": test["instrument"], "score": -test["RESI5"] + 0.5 * test["CORR5"]}
     )
-    panel = pd.read_parquet(
-        panel_path,
-        columns=["instrument", "date", "close", "adj_close"],
-        filters=[
-            ("instrument", "in", sorted(test["instrument"].unique())),
-            ("date", ">=", dt.date(2015, 12, 1)),
-            ("date", "<=", dt.date(2016, 12, 31)),
-        ],
-    )
-    # Qlib's convention (§1.2): $close = adjusted close, factor = adj_close / close.
+    # The prices Qlib itself read for these 27 stocks (golden input.parquet, §1.2's
+    # convention: $close = adjusted close, factor = adj_close / close), so no panel is needed.
+    fields = pd.read_parquet(golden_dir / "input.parquet", columns=["instrument", "date", "close", "factor"])
+    fields = fields[fields["date"].between("2015-12-01", "2016-12-31")]
+    assert set(fields["instrument"]) == set(test["instrument"])
     prices = pd.DataFrame(
         {
-            "date": pd.to_datetime(panel["date"]),
-            "instrument": panel["instrument"],
-            "close": panel["adj_close"],
-            "factor": panel["adj_close"] / panel["close"],
+            "date": pd.to_datetime(fields["date"]),
+            "instrument": fields["instrument"],
+            "close": fields["close"].astype(np.float64),
+            "factor": fields["factor"].astype(np.float64),
         }
-    )
+    ).reset_index(drop=True)
     return scores, prices
 
 

@@ -15,9 +15,20 @@ import pytest
 from alstm_pipeline.sources import RAW_COLUMNS, Universe, open_source, peek_date_bounds
 from alstm_pipeline_tests.conftest import REPO_ROOT, SAMPLE_PATH
 
-SLICE_INSTRUMENTS = ["AAPL", "BRK.B", "KHC", "NVR", "SYF"]  # KHC, SYF list late; BRK.B has a dot
+# In the full panel and in the bundled sample alike (panel_path is either); BRK.B has a dot.
+SLICE_INSTRUMENTS = ["AAPL", "BRK.B", "GILD", "MO", "NEE"]
 SLICE_DATES = ("2014-06-02", "2016-12-30")
+# The sample holds only full histories, so a late listing is made up: MO's rows before
+# this day are left out of the slice, and the sources must cope with unequal spans.
+MO_LISTED = pd.Timestamp("2015-07-06")
+PANEL_COLUMNS = ["instrument", "date", "open", "high", "low", "close", "adj_close", "volume"]
 VALUE_COLUMNS = list(RAW_COLUMNS[2:])
+
+
+def _listed(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without MO's rows before MO_LISTED."""
+    early = (frame["instrument"] == "MO") & (pd.to_datetime(frame["date"]) < MO_LISTED)
+    return frame[~early].reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +36,12 @@ def panel_slice(panel_path) -> pd.DataFrame:
     """Raw panel rows (shared-panel columns) of a few instruments over ~2.5 years."""
     table = pq.read_table(
         panel_path,
+        columns=PANEL_COLUMNS,
         filters=[("instrument", "in", SLICE_INSTRUMENTS)],
     )
     frame = table.to_pandas()
     frame["date"] = pd.to_datetime(frame["date"])
-    frame = frame[frame["date"].between(*SLICE_DATES)].reset_index(drop=True)
+    frame = _listed(frame[frame["date"].between(*SLICE_DATES)])
     assert sorted(frame["instrument"].unique()) == sorted(SLICE_INSTRUMENTS)
     return frame
 
@@ -37,7 +49,7 @@ def panel_slice(panel_path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def slice_from_panel(panel_path) -> pd.DataFrame:
     """The same slice read through the Parquet source: the reference for the other kinds."""
-    return open_source(panel_path).read(*SLICE_DATES, instruments=SLICE_INSTRUMENTS)
+    return _listed(open_source(panel_path).read(*SLICE_DATES, instruments=SLICE_INSTRUMENTS))
 
 
 def _write_csv_folder(frame: pd.DataFrame, folder, **rename) -> None:
@@ -49,7 +61,12 @@ def _write_csv_folder(frame: pd.DataFrame, folder, **rename) -> None:
 def test_parquet_panel_matches_the_exact_fields_qlib_read(panel_path, golden_dir):
     golden = pd.read_parquet(golden_dir / "input.parquet")
     source = open_source(panel_path)
-    rows = source.read(golden["date"].min(), golden["date"].max(), instruments=golden["instrument"].unique())
+    # All 27 golden stocks are in the full panel; the sample holds 5 of them (CME, DHR,
+    # GILD, MO, NEE) over the whole golden span: compared on the stocks the panel holds.
+    held = sorted(set(golden["instrument"]) & set(source.instruments()))
+    assert len(held) >= 5
+    golden = golden[golden["instrument"].isin(held)]
+    rows = source.read(golden["date"].min(), golden["date"].max(), instruments=held)
 
     assert source.kind == "parquet"
     assert list(rows.columns) == list(RAW_COLUMNS)
@@ -137,7 +154,7 @@ def test_csv_headers_in_yahoo_spelling_are_understood(tmp_path, panel_slice, sli
         "date": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close",
         "adj_close": "Adj Close", "volume": "Volume",
     }
-    _write_csv_folder(panel_slice.drop(columns=["dividend", "split"]), folder, **yahoo)
+    _write_csv_folder(panel_slice, folder, **yahoo)
 
     pd.testing.assert_frame_equal(open_source(folder).read(), slice_from_panel, check_exact=True)
 
@@ -177,9 +194,10 @@ def test_timestamps_with_time_or_zone_become_their_calendar_day(tmp_path, panel_
 
 def test_read_bounds_are_inclusive_and_may_fall_on_non_trading_days(panel_path, golden_dir):
     for source in (open_source(panel_path), open_source(golden_dir / "qlib_provider")):
-        # 2016-02-12 is a Friday, 2016-02-15 Presidents' Day, 2016-03-05 a Saturday
-        rows = source.read("2016-02-12", "2016-03-05", instruments=["NVR", "A"])
-        assert rows["instrument"].unique().tolist() == ["A", "NVR"]
+        # 2016-02-12 is a Friday, 2016-02-15 Presidents' Day, 2016-03-05 a Saturday;
+        # MO and CME are in the golden provider, the full panel and the sample.
+        rows = source.read("2016-02-12", "2016-03-05", instruments=["MO", "CME"])
+        assert rows["instrument"].unique().tolist() == ["CME", "MO"]
         assert rows["date"].min() == pd.Timestamp("2016-02-12")
         assert rows["date"].max() == pd.Timestamp("2016-03-04")
         assert pd.Timestamp("2016-02-15") not in set(rows["date"])
@@ -193,14 +211,14 @@ def test_instruments_missing_from_the_source_yield_no_rows(golden_dir):
     assert open_source(golden_dir / "qlib_provider").read(instruments=[]).empty
 
 
-def test_zero_volume_days_are_kept(panel_path):
-    rows = open_source(panel_path).read()
-    assert len(rows) == pq.ParquetFile(panel_path).metadata.num_rows
+def test_zero_volume_days_are_kept(full_panel_path):
+    rows = open_source(full_panel_path).read()
+    assert len(rows) == pq.ParquetFile(full_panel_path).metadata.num_rows
     assert (rows["volume"] == 0).sum() == 104  # real zero-volume days of the shared panel
 
 
-def test_panel_calendar_and_date_ranges(panel_path):
-    source = open_source(panel_path)
+def test_panel_calendar_and_date_ranges(full_panel_path):
+    source = open_source(full_panel_path)
     calendar = source.calendar()
     assert calendar.is_monotonic_increasing and calendar.is_unique
     assert (calendar[0], calendar[-1], len(calendar)) == (pd.Timestamp("1999-11-01"), pd.Timestamp("2021-04-21"), 5402)
@@ -242,11 +260,11 @@ def test_everything_universe_keeps_every_row_of_the_source(golden_dir):
     assert universe.mask(source.read()).all()
 
 
-def test_bundled_sample_follows_its_documented_rule(panel_path):
+def test_bundled_sample_follows_its_documented_rule(full_panel_path):
     spec = importlib.util.spec_from_file_location("build_sample", REPO_ROOT / "data" / "build_sample.py")
     build_sample = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_sample)
-    expected = build_sample.select_sample(pd.read_parquet(panel_path))
+    expected = build_sample.select_sample(pd.read_parquet(full_panel_path))
 
     sample = open_source(SAMPLE_PATH)
     rows = sample.read()
@@ -257,7 +275,7 @@ def test_bundled_sample_follows_its_documented_rule(panel_path):
     assert (calendar[0], calendar[-1], len(calendar)) == (pd.Timestamp("2007-06-01"), pd.Timestamp("2021-04-21"), 3497)
     assert len(rows) == 100 * 3497  # full history for every sampled instrument
     pd.testing.assert_frame_equal(
-        rows, open_source(panel_path).read(calendar[0], calendar[-1], sample.instruments()), check_exact=True
+        rows, open_source(full_panel_path).read(calendar[0], calendar[-1], sample.instruments()), check_exact=True
     )
 
 

@@ -24,12 +24,14 @@ HTML_PAGE = """<!DOCTYPE html>
 
 @pytest.fixture(scope="module")
 def bars(panel_path) -> pd.DataFrame:
-    """20 real days of two instruments, in the shared panel's raw columns (date as text)."""
-    frame = pq.read_table(panel_path, filters=[("instrument", "in", ["AAPL", "IBM"])]).to_pandas()
+    """20 real days of two instruments, in the shared panel's raw columns (date as text);
+    both are in the full panel and in the bundled sample."""
+    columns = ["instrument", "date", "open", "high", "low", "close", "adj_close", "volume"]
+    frame = pq.read_table(panel_path, columns=columns, filters=[("instrument", "in", ["AAPL", "IBM"])]).to_pandas()
     frame = frame[frame["date"].astype(str).between("2015-03-02", "2015-03-27")].reset_index(drop=True)
     frame["date"] = frame["date"].astype(str)
     assert len(frame) == 40
-    return frame.drop(columns=["dividend", "split"])
+    return frame
 
 
 def write_csv_folder(folder, frame: pd.DataFrame):
