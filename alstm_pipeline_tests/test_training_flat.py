@@ -21,6 +21,8 @@ from alstm_pipeline.model import (
     TrainConfig,
     TrainingInputError,
     flat_set,
+    load_checkpoint,
+    save_checkpoint,
     train_alstm_flat,
 )
 from alstm_pipeline.model.training_flat import FlatSet
@@ -161,3 +163,14 @@ def test_bad_inputs_fail_before_training(sets):
 def test_alpha360_profile_is_the_yaml():
     assert (ALPHA360_PROFILE.d_feat, ALPHA360_PROFILE.early_stop, ALPHA360_PROFILE.batch_size) == (6, 20, 800)
     assert (ALPHA360_PROFILE.lr, ALPHA360_PROFILE.n_epochs, ALPHA360_PROFILE.rnn_type) == (1e-3, 200, "GRU")
+
+
+def test_flat_trained_model_round_trips_through_checkpoints(sets, tmp_path):
+    train, valid = sets
+    result = train_alstm_flat(train, valid, replace(CONFIG, n_epochs=1), log=lambda _: None)
+    path = save_checkpoint(result.model, tmp_path, result.card())
+    model, card = load_checkpoint(path)
+    assert card["architecture"]["d_feat"] == D_FEAT
+    x = torch.from_numpy(valid.features[:40])
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), result.model.eval()(x))
