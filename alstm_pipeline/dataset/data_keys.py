@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from alstm_pipeline.dataset.processing import (
@@ -29,22 +31,36 @@ def _require_unique_keys(frame: pd.DataFrame, what: str) -> None:
         )
 
 
-def _join(features: pd.DataFrame, label: pd.DataFrame, how: str, what: str) -> pd.DataFrame:
-    require_columns(features, (*KEY_COLUMNS, *ALSTM_FEATURES), f"{what}: features frame")
+def _join(
+    features: pd.DataFrame, label: pd.DataFrame, how: str, what: str, columns: Sequence[str]
+) -> pd.DataFrame:
+    columns = list(columns)
+    require_columns(features, (*KEY_COLUMNS, *columns), f"{what}: features frame")
     require_columns(label, (*KEY_COLUMNS, LABEL_COLUMN), f"{what}: label frame")
     _require_unique_keys(features, f"{what}: features frame")
     _require_unique_keys(label, f"{what}: label frame")
-    joined = features[[*KEY_COLUMNS, *ALSTM_FEATURES]].merge(
+    joined = features[[*KEY_COLUMNS, *columns]].merge(
         label[[*KEY_COLUMNS, LABEL_COLUMN]], on=list(KEY_COLUMNS), how=how, validate="one_to_one"
     )
-    return joined[list(DATA_COLUMNS)]
+    return joined[[*KEY_COLUMNS, *columns, LABEL_COLUMN]]
 
 
-def learn_frame(processed_features: pd.DataFrame, processed_label: pd.DataFrame) -> pd.DataFrame:
-    """DK_L: rows present in both frames (the label frame is process_label's output)."""
-    return _join(processed_features, processed_label, "inner", "learn frame")
+def learn_frame(
+    processed_features: pd.DataFrame,
+    processed_label: pd.DataFrame,
+    columns: Sequence[str] = ALSTM_FEATURES,
+) -> pd.DataFrame:
+    """DK_L: rows present in both frames (the label frame is process_label's output).
+
+    ``columns``: the feature set (ALSTM_FEATURES by default, ALPHA360_NAMES for Alpha360).
+    """
+    return _join(processed_features, processed_label, "inner", "learn frame", columns)
 
 
-def infer_frame(processed_features: pd.DataFrame, raw_label: pd.DataFrame) -> pd.DataFrame:
+def infer_frame(
+    processed_features: pd.DataFrame,
+    raw_label: pd.DataFrame,
+    columns: Sequence[str] = ALSTM_FEATURES,
+) -> pd.DataFrame:
     """DK_I: every feature row, with its raw label (NaN where the label frame has none)."""
-    return _join(processed_features, raw_label, "left", "infer frame")
+    return _join(processed_features, raw_label, "left", "infer frame", columns)

@@ -1,4 +1,4 @@
-"""Qlib's ALSTM: network (§7.1), training loop (§7.2), prediction (§7.3), checkpoints. Pure torch."""
+"""Qlib's ALSTM: network (§7.1), training loops (§7.2; flat rows: docs/alpha360.md), prediction, checkpoints. Pure torch."""
 
 from alstm_pipeline.model.checkpoint import (
     CARD_FILE,
@@ -13,6 +13,7 @@ from alstm_pipeline.model.checkpoint import (
 )
 from alstm_pipeline.model.checks import TrainingInputError
 from alstm_pipeline.model.config import (
+    ALPHA360_PROFILE,
     BENCHMARK_PROFILE,
     PROFILES,
     QUICK_PROFILE,
@@ -24,12 +25,15 @@ from alstm_pipeline.model.inference import predict
 from alstm_pipeline.model.network import ALSTMModel, parameter_count
 from alstm_pipeline.model.plots import plot_losses
 from alstm_pipeline.model.training import TrainResult, train_alstm
+from alstm_pipeline.model.training_flat import FlatSet, flat_set, predict_flat, train_alstm_flat
 
 __all__ = [
+    "ALPHA360_PROFILE",
     "ALSTMModel",
     "BENCHMARK_PROFILE",
     "CARD_FILE",
     "CheckpointError",
+    "FlatSet",
     "PROFILES",
     "QUICK_PROFILE",
     "TrainConfig",
@@ -38,14 +42,17 @@ __all__ = [
     "WEIGHTS_FILE",
     "build_card",
     "checkpoint_version",
+    "flat_set",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "parameter_count",
     "plot_losses",
     "predict",
+    "predict_flat",
     "profile_config",
     "resolve_device",
     "save_checkpoint",
     "train_alstm",
+    "train_alstm_flat",
 ]

@@ -72,6 +72,10 @@ class TrainConfig:
 BENCHMARK_PROFILE = TrainConfig()
 QUICK_PROFILE = TrainConfig(n_epochs=20, early_stop=5, score_train=False)
 PROFILES: dict[str, TrainConfig] = {"benchmark": BENCHMARK_PROFILE, "quick": QUICK_PROFILE}
+# workflow_config_alstm_Alpha360.yaml: d_feat 6 (× 60 lags), early_stop 20, rest as above
+# (its rnn_type LSTM is swallowed by Qlib's **kwargs: the model is a GRU; docs/alpha360.md).
+# Trained by training_flat.train_alstm_flat, not train_alstm; not in PROFILES on purpose.
+ALPHA360_PROFILE = TrainConfig(d_feat=6, early_stop=20)
 
 
 def profile_config(name: str, **overrides) -> TrainConfig:

@@ -15,7 +15,11 @@ RNN_TYPES = ("GRU", "LSTM")
 
 
 class ALSTMModel(nn.Module):
-    """Attention-pooled recurrent regressor: input [B, T, d_feat] → one score per sample [B]."""
+    """Attention-pooled recurrent regressor: input [B, T, d_feat] → one score per sample [B].
+
+    Also Qlib's non-TS ``pytorch_alstm.ALSTMModel``: same modules, same keys, same creation
+    order; its flat [B, d_feat * T] rows are accepted by :meth:`forward` (d_feat=6, T=60).
+    """
 
     def __init__(
         self,
@@ -66,7 +70,19 @@ class ALSTMModel(nn.Module):
         self.att_net.add_module("att_softmax", nn.Softmax(dim=1))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """[B, T, d_feat] float32 windows (oldest step first) → [B] scores."""
+        """[B, T, d_feat] float32 windows (oldest step first), or flat rows, → [B] scores.
+
+        Flat rows ``[B, d_feat * T]`` are Qlib's non-TS input (pytorch_alstm.py, Alpha360):
+        feature-major, each feature's T lags oldest first (CLOSE59..CLOSE0, OPEN59..). They
+        are viewed as [B, d_feat, T] and made time-major [B, T, d_feat], exactly as Qlib's
+        forward does; the weights and their keys are the same for both inputs.
+        """
+        if inputs.dim() == 2:
+            if inputs.shape[1] % self.d_feat:
+                raise ValueError(
+                    f"flat input has {inputs.shape[1]} columns, not a multiple of d_feat={self.d_feat}"
+                )
+            inputs = inputs.view(len(inputs), self.d_feat, -1).permute(0, 2, 1)
         # fc_in is one matmul over all B*T steps (nn.Linear acts on the last dimension).
         rnn_out, _ = self.rnn(self.net(inputs))  # [B, T, H]
         attention = self.att_net(rnn_out)  # [B, T, 1], softmax over the T steps
