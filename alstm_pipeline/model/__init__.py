@@ -6,6 +6,7 @@ from alstm_pipeline.model.checkpoint import (
     CheckpointError,
     build_card,
     checkpoint_version,
+    seed_figures,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -14,24 +15,30 @@ from alstm_pipeline.model.checkpoint import (
 from alstm_pipeline.model.checks import TrainingInputError
 from alstm_pipeline.model.config import (
     BENCHMARK_PROFILE,
+    MAX_SEEDS,
     PROFILES,
     QUICK_PROFILE,
     TrainConfig,
     profile_config,
     resolve_device,
 )
-from alstm_pipeline.model.inference import predict
+from alstm_pipeline.model.ensemble import ENSEMBLE_METHOD, SeedEnsemble
+from alstm_pipeline.model.inference import predict, predict_per_seed
 from alstm_pipeline.model.network import ALSTMModel, parameter_count
 from alstm_pipeline.model.plots import plot_losses
-from alstm_pipeline.model.training import TrainResult, train_alstm
+from alstm_pipeline.model.training import SeedsResult, TrainResult, train_alstm, train_seeds
 
 __all__ = [
     "ALSTMModel",
     "BENCHMARK_PROFILE",
     "CARD_FILE",
     "CheckpointError",
+    "ENSEMBLE_METHOD",
+    "MAX_SEEDS",
     "PROFILES",
     "QUICK_PROFILE",
+    "SeedEnsemble",
+    "SeedsResult",
     "TrainConfig",
     "TrainResult",
     "TrainingInputError",
@@ -44,8 +51,11 @@ __all__ = [
     "parameter_count",
     "plot_losses",
     "predict",
+    "predict_per_seed",
     "profile_config",
     "resolve_device",
     "save_checkpoint",
+    "seed_figures",
     "train_alstm",
+    "train_seeds",
 ]
