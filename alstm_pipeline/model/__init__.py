@@ -6,6 +6,7 @@ from alstm_pipeline.model.checkpoint import (
     CheckpointError,
     build_card,
     checkpoint_version,
+    seed_figures,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -15,16 +16,18 @@ from alstm_pipeline.model.checks import TrainingInputError
 from alstm_pipeline.model.config import (
     ALPHA360_PROFILE,
     BENCHMARK_PROFILE,
+    MAX_SEEDS,
     PROFILES,
     QUICK_PROFILE,
     TrainConfig,
     profile_config,
     resolve_device,
 )
-from alstm_pipeline.model.inference import predict
+from alstm_pipeline.model.ensemble import ENSEMBLE_METHOD, SeedEnsemble
+from alstm_pipeline.model.inference import predict, predict_per_seed
 from alstm_pipeline.model.network import ALSTMModel, parameter_count
 from alstm_pipeline.model.plots import plot_losses
-from alstm_pipeline.model.training import TrainResult, train_alstm
+from alstm_pipeline.model.training import SeedsResult, TrainResult, train_alstm, train_seeds
 from alstm_pipeline.model.training_flat import FlatSet, flat_set, predict_flat, train_alstm_flat
 
 __all__ = [
@@ -34,8 +37,12 @@ __all__ = [
     "CARD_FILE",
     "CheckpointError",
     "FlatSet",
+    "ENSEMBLE_METHOD",
+    "MAX_SEEDS",
     "PROFILES",
     "QUICK_PROFILE",
+    "SeedEnsemble",
+    "SeedsResult",
     "TrainConfig",
     "TrainResult",
     "TrainingInputError",
@@ -50,9 +57,12 @@ __all__ = [
     "plot_losses",
     "predict",
     "predict_flat",
+    "predict_per_seed",
     "profile_config",
     "resolve_device",
     "save_checkpoint",
+    "seed_figures",
     "train_alstm",
     "train_alstm_flat",
+    "train_seeds",
 ]

@@ -13,22 +13,26 @@ from __future__ import annotations
 import torch
 
 
-def _draw_int64() -> int:
-    """One int64 from the global CPU generator, the way DataLoader/RandomSampler draw it."""
-    return int(torch.empty((), dtype=torch.int64).random_().item())
+def _draw_int64(source: torch.Generator | None = None) -> int:
+    """One int64 from `source` (default: the global CPU generator), the way DataLoader/RandomSampler draw it."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=source).item())
 
 
-def shuffled_pass_order(n_samples: int) -> torch.Tensor:
-    """Sample order of one shuffled pass (training or train scoring): base seed, then shuffle seed."""
-    _draw_int64()  # the loader iterator's base seed (used only by worker processes)
+def shuffled_pass_order(n_samples: int, source: torch.Generator | None = None) -> torch.Tensor:
+    """Sample order of one shuffled pass (training or train scoring): base seed, then shuffle seed.
+
+    `source` replaces the global generator when several seeds train side by side: each
+    seed's run then owns a copy of the stream it would have drawn alone (training.py).
+    """
+    _draw_int64(source)  # the loader iterator's base seed (used only by worker processes)
     generator = torch.Generator()
-    generator.manual_seed(_draw_int64())
+    generator.manual_seed(_draw_int64(source))
     return torch.randperm(n_samples, generator=generator)
 
 
-def sequential_pass_start() -> None:
+def sequential_pass_start(source: torch.Generator | None = None) -> None:
     """A non-shuffled pass (validation scoring) still draws the loader's base seed."""
-    _draw_int64()
+    _draw_int64(source)
 
 
 def full_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:

@@ -1,5 +1,9 @@
 """Model checkpoints: safetensors weights + a JSON card, one folder per version.
 
+A checkpoint holds one model (Qlib's state_dict keys, loadable into Qlib's ALSTMModel) or
+an ensemble of K seeds' models (keys ``members.<i>.<Qlib key>``, the card's ``seeds`` in
+member order); a one-seed ensemble is saved as its bare model, so it stays Qlib-loadable.
+
 Layout: ``<root>/<version>/model.safetensors`` and ``<root>/<version>/card.json``. A
 version is ``<UTC timestamp>-<first 8 hex of the weights' SHA-256>``, e.g.
 ``20240105T093000Z-1a2b3c4d``: versions sort chronologically as plain strings, and the
@@ -25,10 +29,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from alstm_pipeline.model.ensemble import ENSEMBLE_METHOD, SeedEnsemble
 from alstm_pipeline.model.network import ALSTMModel, parameter_count
 
 if TYPE_CHECKING:
-    from alstm_pipeline.model.training import TrainResult
+    from alstm_pipeline.model.training import SeedsResult, TrainResult
+
+Predictor = ALSTMModel | SeedEnsemble
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
@@ -38,11 +45,19 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read; the message names the file."""
 
 
-def _cpu_state(model: ALSTMModel) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+def _stored_module(model: Predictor) -> torch.nn.Module:
+    """What is written: the bare model for a model or a one-seed ensemble, else the ensemble."""
+    if isinstance(model, SeedEnsemble) and len(model) == 1:
+        return model.members[0]
+    return model
 
 
-def weights_sha256(model: ALSTMModel) -> str:
+def _cpu_state(model: Predictor) -> dict[str, torch.Tensor]:
+    state = _stored_module(model).state_dict()
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+
+
+def weights_sha256(model: Predictor) -> str:
     """SHA-256 over the parameter names, shapes and bytes, in state_dict order."""
     digest = hashlib.sha256()
     for key, tensor in _cpu_state(model).items():
@@ -51,7 +66,7 @@ def weights_sha256(model: ALSTMModel) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_version(model: ALSTMModel, when: datetime | None = None) -> str:
+def checkpoint_version(model: Predictor, when: datetime | None = None) -> str:
     """``YYYYMMDDTHHMMSSZ-<hash8>``: UTC time (now by default) + short hash of the weights."""
     when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
     return f"{when:%Y%m%dT%H%M%SZ}-{weights_sha256(model)[:8]}"
@@ -82,43 +97,72 @@ def _json_number(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def build_card(
-    result: TrainResult,
-    data_ranges: Mapping[str, object] | None = None,
-    code: str | None = None,
-    when: datetime | None = None,
-) -> dict[str, object]:
-    """The card of a training run: version, config, data ranges, losses per epoch, device,
-    timing, code version.
-
-    `data_ranges` is free-form and JSON-ready, e.g. ``{"train": ["2008-01-01", "2014-12-31"],
-    "valid": [...]}``; the sample counts are added from `result`. `when` (default now) dates
-    the version.
-    """
-    when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
+def seed_figures(result: TrainResult) -> dict[str, object]:
+    """One seed's training figures, as the card's ``per_seed`` entries hold them."""
     return {
-        "version": checkpoint_version(result.model, when),
-        "created_utc": when.isoformat(),
-        "config": result.config.to_dict(),
-        "data": {
-            **dict(data_ranges or {}),
-            "n_train_samples": result.n_train_samples,
-            "n_valid_samples": result.n_valid_samples,
-        },
+        "seed": result.seed,
         "best_epoch": result.best_epoch,
         "best_valid_loss": _json_number(result.best_valid_loss),
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
         "train_losses": [_json_number(v) for v in result.train_losses],
         "valid_losses": [_json_number(v) for v in result.valid_losses],
-        "train_loss_source": result.train_loss_source,
         "epoch_seconds": result.epoch_seconds,
-        "device": result.device,
         "wall_seconds": result.wall_seconds,
-        "code_version": code if code is not None else code_version(),
-        "torch_version": torch.__version__,
-        "parameter_count": result.parameter_count,
     }
+
+
+def build_card(
+    result: TrainResult | SeedsResult,
+    data_ranges: Mapping[str, object] | None = None,
+    code: str | None = None,
+    when: datetime | None = None,
+) -> dict[str, object]:
+    """The card of a training run or seed unit: version, config, data ranges, the seeds and
+    each seed's figures (``per_seed``), device, engine, timing, code version.
+
+    One seed: the seed's figures are also top-level keys (best_epoch, best_valid_loss,
+    epochs_run, stopped_early, train/valid_losses, epoch_seconds), as before seeds existed.
+    K > 1 seeds: only ``per_seed``, plus ``ensemble`` saying how the ensemble scores.
+    `data_ranges` is free-form and JSON-ready, e.g. ``{"train": ["2008-01-01", "2014-12-31"],
+    "valid": [...]}``; the sample counts are added from `result`. `when` (default now) dates
+    the version.
+    """
+    when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    runs = getattr(result, "runs", None) or [result]
+    predictor = result.predictor if hasattr(result, "runs") else result.model
+    first = runs[0]
+    card: dict[str, object] = {
+        "version": checkpoint_version(predictor, when),
+        "created_utc": when.isoformat(),
+        "config": result.config.to_dict(),
+        "data": {
+            **dict(data_ranges or {}),
+            "n_train_samples": first.n_train_samples,
+            "n_valid_samples": first.n_valid_samples,
+        },
+        "seeds": [run.seed for run in runs],
+        "ensemble_size": len(runs),
+    }
+    if len(runs) == 1:
+        single = seed_figures(first)
+        del single["seed"], single["wall_seconds"]
+        card.update(single)
+    else:
+        card["ensemble"] = ENSEMBLE_METHOD
+    card.update(
+        {
+            "per_seed": [seed_figures(run) for run in runs],
+            "train_loss_source": first.train_loss_source,
+            "device": result.device,
+            "engine": getattr(result, "engine", "eager"),
+            "wall_seconds": result.wall_seconds,
+            "code_version": code if code is not None else code_version(),
+            "torch_version": torch.__version__,
+            "parameter_count": first.parameter_count,
+        }
+    )
+    return card
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -127,11 +171,12 @@ def _write_atomically(path: Path, write) -> None:
     os.replace(partial, path)
 
 
-def save_checkpoint(model: ALSTMModel, root: str | Path, card: Mapping[str, object]) -> Path:
+def save_checkpoint(model: Predictor, root: str | Path, card: Mapping[str, object]) -> Path:
     """Write ``<root>/<version>/model.safetensors`` and ``card.json``; returns that folder.
 
-    The version is the card's ``version`` (build_card sets it) or, when absent, a fresh one
-    for now. The stored card also gets the model's architecture, parameter count and
+    `model` is an ALSTMModel or a SeedEnsemble. The version is the card's ``version``
+    (build_card sets it) or, when absent, a fresh one for now. The stored card also gets
+    the architecture, per-model parameter count, ensemble size, seeds (an ensemble's) and
     weights hash, so `load_checkpoint` needs nothing else.
     """
     weights_hash = weights_sha256(model)
@@ -146,9 +191,14 @@ def save_checkpoint(model: ALSTMModel, root: str | Path, card: Mapping[str, obje
         **dict(card),
         "version": version,
         "architecture": model.architecture(),
-        "parameter_count": parameter_count(model),
+        "parameter_count": parameter_count(_members(model)[0]),
+        "ensemble_size": len(_members(model)),
         "weights_sha256": weights_hash,
     }
+    if isinstance(model, SeedEnsemble):
+        if "seeds" in card and list(card["seeds"]) != list(model.seeds):
+            raise CheckpointError(f"card seeds {card['seeds']} differ from the ensemble's seeds {model.seeds}")
+        full_card["seeds"] = list(model.seeds)
     try:
         card_text = json.dumps(full_card, indent=2, allow_nan=False)
     except (TypeError, ValueError) as error:
@@ -158,6 +208,10 @@ def save_checkpoint(model: ALSTMModel, root: str | Path, card: Mapping[str, obje
     _write_atomically(folder / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     _write_atomically(folder / CARD_FILE, lambda p: p.write_text(card_text + "\n"))
     return folder
+
+
+def _members(model: Predictor) -> list[ALSTMModel]:
+    return list(model.members) if isinstance(model, SeedEnsemble) else [model]
 
 
 def _read_card(card_path: Path) -> dict[str, object]:
@@ -172,19 +226,26 @@ def _read_card(card_path: Path) -> dict[str, object]:
     return card
 
 
-def load_checkpoint(path: str | Path) -> tuple[ALSTMModel, dict[str, object]]:
-    """Read a checkpoint folder → (model in eval mode on the CPU, card).
+def load_checkpoint(path: str | Path) -> tuple[Predictor, dict[str, object]]:
+    """Read a checkpoint folder → (predictor in eval mode on the CPU, card).
 
+    The predictor is an ALSTMModel for a one-seed checkpoint (and for checkpoints written
+    before seeds existed), a SeedEnsemble when the card's ``ensemble_size`` is above 1.
     A missing, truncated or corrupt file, weights of the wrong shape, or weights that do
     not match the card's hash raise CheckpointError naming the file.
     """
     folder = Path(path)
     card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
     card = _read_card(card_path)
+    size = card.get("ensemble_size", 1)
+    seeds = card.get("seeds")
+    if not isinstance(size, int) or size < 1 or (size > 1 and (not isinstance(seeds, list) or len(seeds) != size)):
+        raise CheckpointError(f"{card_path}: ensemble_size {size!r} does not fit seeds {seeds!r}")
     try:
-        model = ALSTMModel(**card["architecture"])
+        members = [ALSTMModel(**card["architecture"]) for _ in range(size)]
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{card_path}: bad architecture {card['architecture']} ({error})") from error
+    model = members[0] if size == 1 else SeedEnsemble(members, seeds)
     if not weights_path.exists():
         raise CheckpointError(f"{weights_path}: weights file is missing")
     try:

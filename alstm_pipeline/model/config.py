@@ -9,6 +9,7 @@ as the benchmark profile's (same seed, same RNG draws), only the stopping point 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -16,6 +17,25 @@ import torch
 from alstm_pipeline.model.network import RNN_TYPES
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# Qlib's benchmark table is mean ± std over 20 seeds (§10); more is refused as a likely typo.
+MAX_SEEDS = 20
+
+
+def _seed_problems(seed, seeds) -> list[str]:
+    if not isinstance(seeds, tuple):
+        return [f"seeds must be a sequence of ints, got {seeds!r}"]
+    if not seeds:
+        return []
+    problems = []
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        problems.append(f"seeds must be ints, got {list(seeds)}")
+    elif len(set(seeds)) != len(seeds):
+        problems.append(f"seeds must be distinct (a repeated seed trains the same model twice), got {list(seeds)}")
+    if len(seeds) > MAX_SEEDS:
+        problems.append(f"at most {MAX_SEEDS} seeds (Qlib's benchmark uses 20), got {len(seeds)}")
+    if seed is not None and seed != seeds[0]:
+        problems.append(f"seed {seed} disagrees with seeds {list(seeds)}: set seed=None or seeds[0]")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -34,15 +54,24 @@ class TrainConfig:
     rnn_type: str = "GRU"
     # None: not reproducible, like Qlib's YAML (§7.2). An int seeds torch before the model is built.
     seed: int | None = None
+    # The seeds trained as one unit (train_seeds): one model per seed, the ensemble predicts
+    # their mean. Empty = the single run of `seed`. When set, `seed` must be None or seeds[0].
+    seeds: tuple[int, ...] = ()
     # "auto" = CUDA when available, else CPU.
     device: str = "auto"
     # Qlib re-scores the whole train set after every epoch only to log it (§7.2). False skips
     # that computation but still draws its random numbers, so the weights do not change;
     # the logged train loss is then the mean loss of the epoch's training batches.
     score_train: bool = True
+    # On CUDA, replay each training step and scoring batch as a CUDA graph (ignored on CPU).
+    # False runs the eager loop on the GPU too (the parity reference).
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         problems = []
+        if not isinstance(self.seeds, tuple):  # lists from JSON/Dagster config; frozen, hence setattr
+            object.__setattr__(self, "seeds", tuple(self.seeds) if isinstance(self.seeds, Sequence) else self.seeds)
+        problems += _seed_problems(self.seed, self.seeds)
         if self.loss != "mse":
             problems.append(f"loss must be 'mse' (the only loss Qlib's ALSTM supports), got {self.loss!r}")
         if self.rnn_type.upper() not in RNN_TYPES:
@@ -61,7 +90,18 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-ready dict (for the checkpoint card and Dagster metadata)."""
-        return asdict(self)
+        values = asdict(self)
+        values["seeds"] = list(self.seeds)
+        return values
+
+    @property
+    def seed_list(self) -> tuple[int | None, ...]:
+        """The seeds of the unit: `seeds`, or the single `seed` (None = unseeded) when empty."""
+        return self.seeds or (self.seed,)
+
+    def for_seed(self, seed: int | None) -> TrainConfig:
+        """The single-run config of one member seed (what `train_alstm` gets for it)."""
+        return replace(self, seed=seed, seeds=())
 
     @classmethod
     def profile(cls, name: str, **overrides) -> TrainConfig:

@@ -11,6 +11,15 @@ With a seed, torch's global RNG is consumed exactly as Qlib's loaders consume it
 (batching.py), so a seeded CPU run repeats bit for bit and follows Qlib's shuffles.
 Windows are gathered on the training device from the SampleSet's row table, and the
 per-batch losses stay on the device until the end of the pass: no host sync per batch.
+
+On CUDA (config.cuda_graphs) each training step and scoring batch replays a captured CUDA
+graph over static batch buffers instead (graphs.py); every pass already uses full
+batches only (Qlib's drop_last), so the graphs train and score exactly the samples this
+loop does. The CPU loop below is unchanged and stays eager.
+
+`train_seeds` trains the K seeds of `config.seed_list` as one unit: on the CPU one after
+another (each run is the single run of its seed, bit for bit), on CUDA as K graphs on K
+streams in lockstep, each seed with its own copy of the RNG stream it would draw alone.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import torch
 from alstm_pipeline.model.batching import full_batches, sequential_pass_start, shuffled_pass_order
 from alstm_pipeline.model.checks import check_training_inputs
 from alstm_pipeline.model.config import TrainConfig, resolve_device
+from alstm_pipeline.model.ensemble import SeedEnsemble
 from alstm_pipeline.model.network import ALSTMModel, parameter_count
 
 if TYPE_CHECKING:
@@ -51,10 +61,17 @@ class TrainResult:
     n_valid_samples: int
     # "scoring pass" (Qlib's re-scored train loss) or "training batches" (score_train=False).
     train_loss_source: str = "scoring pass"
+    # "eager" or "cuda graphs" (graphs.py); with K seeds on CUDA, epoch_seconds is the
+    # wall time of the lockstep epoch of all K.
+    engine: str = "eager"
     parameter_count: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.parameter_count = parameter_count(self.model)
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.seed
 
     @property
     def best_valid_loss(self) -> float:
@@ -143,6 +160,104 @@ def _load_initial_weights(model: ALSTMModel, initial_model: ALSTMModel) -> None:
     model.load_state_dict({k: v.detach().cpu() for k, v in initial_model.state_dict().items()})
 
 
+class _RunLog:
+    """Per-epoch losses, §7.2's strict-improvement early stopping and the best weights of one run."""
+
+    def __init__(self, config: TrainConfig, log: Callable[[str], None], prefix: str = "") -> None:
+        self.config, self.log, self.prefix = config, log, prefix
+        self.train_losses: list[float] = []
+        self.valid_losses: list[float] = []
+        self.epoch_seconds: list[float] = []
+        self.best_loss, self.best_epoch, self.best_state, self.epochs_since_best = float("inf"), -1, None, 0
+        self.stopped = False  # patience ran out (early stop)
+
+    def record(self, model: ALSTMModel, train_loss: float, valid_loss: float, seconds: float) -> bool:
+        """Add one epoch; True when training must stop now (patience ran out)."""
+        epoch = len(self.valid_losses)
+        self.train_losses.append(train_loss)
+        self.valid_losses.append(valid_loss)
+        self.epoch_seconds.append(seconds)
+        improved = valid_loss < self.best_loss  # strict; a NaN loss never improves
+        if improved:
+            self.best_loss, self.best_epoch, self.epochs_since_best = valid_loss, epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.epochs_since_best += 1
+        self.log(
+            f"{self.prefix}epoch {epoch:3d}  train loss {train_loss:.6f}  valid loss {valid_loss:.6f}  "
+            f"{seconds:6.1f}s{'  *best' if improved else ''}"
+        )
+        self.stopped = self.epochs_since_best >= self.config.early_stop
+        return self.stopped
+
+    def finish(
+        self, model: ALSTMModel, device: torch.device, started: float, n_train: int, n_valid: int, engine: str
+    ) -> TrainResult:
+        """Restore the best epoch's weights into `model` (moved to the CPU, eval mode) → TrainResult."""
+        if self.best_state is None:
+            raise RuntimeError(
+                f"{self.prefix}the validation loss was never finite in {len(self.valid_losses)} epochs "
+                f"(last {self.valid_losses[-1]}); training diverged, no model to keep"
+            )
+        model.load_state_dict(self.best_state)
+        model.cpu().eval()
+        wall_seconds = time.perf_counter() - started
+        self.log(
+            f"{self.prefix}best epoch {self.best_epoch} (valid loss {self.best_loss:.6f}); {len(self.valid_losses)} "
+            f"epochs{' (early stop)' if self.stopped else ''} in {wall_seconds:.1f}s"
+        )
+        return TrainResult(
+            model=model,
+            config=self.config,
+            best_epoch=self.best_epoch,
+            train_losses=self.train_losses,
+            valid_losses=self.valid_losses,
+            epoch_seconds=self.epoch_seconds,
+            device=str(device),
+            wall_seconds=wall_seconds,
+            stopped_early=self.stopped,
+            n_train_samples=n_train,
+            n_valid_samples=n_valid,
+            train_loss_source="scoring pass" if self.config.score_train else "training batches",
+            engine=engine,
+        )
+
+
+def build_model(config: TrainConfig, initial_model: ALSTMModel | None = None) -> ALSTMModel:
+    """The run's fresh model on the CPU: torch seeded first (§7.2: init draws), then warm-start weights."""
+    if config.seed is not None:
+        torch.manual_seed(config.seed)
+    model = ALSTMModel(
+        d_feat=config.d_feat,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        dropout=config.dropout,
+        rnn_type=config.rnn_type,
+    )
+    if initial_model is not None:
+        _load_initial_weights(model, initial_model)
+    return model
+
+
+def graphs_unusable(config: TrainConfig, device: torch.device, train: SampleSet) -> str | None:
+    """Why the CUDA-graph loop cannot run this config (None: it can).
+
+    Graphs need fixed shapes and no host decisions: NaN training labels need a boolean mask
+    (dynamic shape) and an all-NaN batch must skip its step, so those runs stay eager; with
+    dropout > 0, K seeds side by side would interleave their draws from the one CUDA
+    generator, so each seed would no longer equal its run alone.
+    """
+    if device.type != "cuda":
+        return "not a CUDA device"
+    if not config.cuda_graphs:
+        return "cuda_graphs=False"
+    if config.dropout > 0:
+        return f"dropout {config.dropout} > 0"
+    if bool(torch.isnan(train.targets()).any()):
+        return "the training labels contain NaN"
+    return None
+
+
 def train_alstm(
     train: SampleSet,
     valid: SampleSet,
@@ -156,23 +271,18 @@ def train_alstm(
     `config.seed` set, consumes torch's global RNG like Qlib and is deterministic on CPU
     (cuDNN kernels may not be bit-reproducible on CUDA). `initial_model` (warm start)
     supplies the starting weights; its architecture must match the config. It is not
-    modified.
+    modified. `config.seeds` is ignored here (see train_seeds).
     """
+    config = config.for_seed(config.seed) if config.seeds else config
     check_training_inputs(train, valid, config.d_feat, config.batch_size)
     device = resolve_device(config.device)
+    if graphs_unusable(config, device, train) is None:
+        from alstm_pipeline.model.graphs import train_graphed  # CUDA only
+
+        return train_graphed(train, valid, [config], log, [initial_model], device, prefixes=[""])[0]
     started = time.perf_counter()
 
-    if config.seed is not None:
-        torch.manual_seed(config.seed)  # §7.2: seed before the model is built (init draws)
-    model = ALSTMModel(
-        d_feat=config.d_feat,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        dropout=config.dropout,
-        rnn_type=config.rnn_type,
-    )
-    if initial_model is not None:
-        _load_initial_weights(model, initial_model)
+    model = build_model(config, initial_model)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
@@ -188,12 +298,8 @@ def train_alstm(
         f"early stop {config.early_stop}, seed {config.seed}"
     )
 
-    train_losses: list[float] = []
-    valid_losses: list[float] = []
-    epoch_seconds: list[float] = []
-    best_loss, best_epoch, best_state, epochs_since_best = float("inf"), -1, None, 0
-    stopped_early = False
-    for epoch in range(config.n_epochs):
+    run = _RunLog(config, log)
+    for _ in range(config.n_epochs):
         epoch_start = time.perf_counter()
         batch_losses = _train_pass(model, optimizer, train, config.batch_size, train_has_nan)
         # The train scoring pass draws its shuffle even when skipped, to keep Qlib's RNG stream.
@@ -204,48 +310,83 @@ def train_alstm(
             train_loss = _mean_ignoring_nan(batch_losses)
         sequential_pass_start()
         valid_loss = _score_pass(model, valid, valid_batches, valid_has_nan)
-        seconds = time.perf_counter() - epoch_start
-
-        train_losses.append(train_loss)
-        valid_losses.append(valid_loss)
-        epoch_seconds.append(seconds)
-        improved = valid_loss < best_loss  # strict; a NaN loss never improves
-        if improved:
-            best_loss, best_epoch, epochs_since_best = valid_loss, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            epochs_since_best += 1
-        log(
-            f"epoch {epoch:3d}  train loss {train_loss:.6f}  valid loss {valid_loss:.6f}  "
-            f"{seconds:6.1f}s{'  *best' if improved else ''}"
-        )
-        if epochs_since_best >= config.early_stop:
-            stopped_early = True
+        if run.record(model, train_loss, valid_loss, time.perf_counter() - epoch_start):
             break
+    return run.finish(model, device, started, len(train), len(valid), "eager")
 
-    if best_state is None:
-        raise RuntimeError(
-            f"the validation loss was never finite in {len(valid_losses)} epochs "
-            f"(last {valid_losses[-1]}); training diverged, no model to keep"
-        )
-    model.load_state_dict(best_state)
-    model.cpu().eval()
-    wall_seconds = time.perf_counter() - started
-    log(
-        f"best epoch {best_epoch} (valid loss {best_loss:.6f}); "
-        f"{len(valid_losses)} epochs{' (early stop)' if stopped_early else ''} in {wall_seconds:.1f}s"
-    )
-    return TrainResult(
-        model=model,
+
+@dataclass
+class SeedsResult:
+    """Outcome of `train_seeds`: one TrainResult per seed and their ensemble (mean score)."""
+
+    config: TrainConfig
+    runs: list[TrainResult]  # in config.seed_list order
+    ensemble: SeedEnsemble  # members on the CPU, eval mode
+    device: str
+    engine: str
+    wall_seconds: float
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [run.seed for run in self.runs]
+
+    @property
+    def predictor(self) -> ALSTMModel | SeedEnsemble:
+        """What to save and score with: the bare model for one seed (Qlib's keys), else the ensemble."""
+        return self.runs[0].model if len(self.runs) == 1 else self.ensemble
+
+    def card(self, data_ranges=None, code: str | None = None) -> dict[str, object]:
+        """The checkpoint card of the unit (see checkpoint.build_card)."""
+        from alstm_pipeline.model.checkpoint import build_card  # checkpoint imports this module
+
+        return build_card(self, data_ranges, code)
+
+
+def train_seeds(
+    train: SampleSet,
+    valid: SampleSet,
+    config: TrainConfig = TrainConfig(),
+    log: Callable[[str], None] = print,
+    initial_models: list[ALSTMModel] | None = None,
+) -> SeedsResult:
+    """Train one model per seed of `config.seed_list`; each equals the same seed's `train_alstm` run.
+
+    CPU (or a config the graph loop cannot run): the seeds one after another, so each
+    member is bit for bit its single run. CUDA: K graphs on K streams, per-seed RNG streams
+    and early stopping; within float tolerance of the single runs. `initial_models` (warm
+    start) gives one starting model per seed, in order.
+    """
+    seeds = config.seed_list
+    if initial_models is not None and len(initial_models) != len(seeds):
+        raise ValueError(f"warm start: {len(initial_models)} initial models for {len(seeds)} seeds")
+    initials = list(initial_models) if initial_models is not None else [None] * len(seeds)
+    check_training_inputs(train, valid, config.d_feat, config.batch_size)
+    device = resolve_device(config.device)
+    configs = [config.for_seed(seed) for seed in seeds]
+    prefixes = [f"[seed {seed}] " if len(seeds) > 1 else "" for seed in seeds]
+    started = time.perf_counter()
+    reason = graphs_unusable(config, device, train)
+    if reason is None and len(seeds) > 1:
+        from alstm_pipeline.model.graphs import train_graphed  # CUDA only
+
+        log(f"training {len(seeds)} seeds {list(seeds)} together on {device}: one CUDA graph and stream per seed")
+        runs = train_graphed(train, valid, configs, log, initials, device, prefixes)
+    else:
+        if len(seeds) > 1:
+            log(f"training {len(seeds)} seeds {list(seeds)} one after another on {device} ({reason})")
+        runs = [
+            train_alstm(train, valid, seed_config, _prefixed(log, prefix), initial)
+            for seed_config, prefix, initial in zip(configs, prefixes, initials, strict=True)
+        ]
+    return SeedsResult(
         config=config,
-        best_epoch=best_epoch,
-        train_losses=train_losses,
-        valid_losses=valid_losses,
-        epoch_seconds=epoch_seconds,
+        runs=runs,
+        ensemble=SeedEnsemble([run.model for run in runs], list(seeds)),
         device=str(device),
-        wall_seconds=wall_seconds,
-        stopped_early=stopped_early,
-        n_train_samples=len(train),
-        n_valid_samples=len(valid),
-        train_loss_source="scoring pass" if config.score_train else "training batches",
+        engine=runs[0].engine,
+        wall_seconds=time.perf_counter() - started,
     )
+
+
+def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    return log if not prefix else (lambda line: log(prefix + line))
