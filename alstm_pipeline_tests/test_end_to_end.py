@@ -163,6 +163,26 @@ def test_a_vintage_failing_the_gate_is_registered_as_rejected_and_never_serves(p
     pd.testing.assert_frame_equal(before, _scores(pipeline, "2016-06-01", "2016-06-30"), check_exact=True)
 
 
+def test_a_seed_unit_vintage_serves_the_mean_and_reports_each_seed(pipeline, full_run):
+    """Qlib's benchmark protocol as one vintage: seeds 7 and 8 trained together, the
+    served score is their mean, backtest_daily shows each seed's figures and mean ± std."""
+    config = {**ROLLING, **OPEN_GATE, "n_epochs": 1, "seeds": [7, 8]}
+    result = pipeline.run("alstm_model", run_config={"ops": {"alstm_model": {"config": config}}}, vintage="2016-06-15")
+    (event,) = pipeline.materialization(result, "alstm_model")
+    assert event.metadata["seeds"].value == "[7, 8]"
+    assert "| 8 |" in event.metadata["per_seed_training"].value
+    row = registry.read_registry(pipeline.warehouse).set_index("vintage").loc["2016-06-15"]
+    assert row["seeds"] == "[7, 8]" and row["status"] == "promoted"
+
+    period = {"start": "2016-06-15", "end": "2016-06-30"}
+    result = pipeline.run("predictions,ic_daily,backtest_daily", "2016-06-15", "2016-06-30", run_config={"ops": {
+        "ic_daily": {"config": period}, "backtest_daily": {"config": {**period, "topk": 5, "n_drop": 1}}}})
+    assert set(_scores(pipeline, "2016-06-15", "2016-06-30")["model_version"]) == {row["version"]}
+    (backtest,) = pipeline.materialization(result, "backtest_daily")
+    table = backtest.metadata["seed_table"].value
+    assert "seed 7" in table and "seed 8" in table and "±" in table and "ensemble" in table
+
+
 def test_predicting_a_day_without_features_fails_and_names_the_day(pipeline, full_run):
     # Runs last: it ingests a day beyond the range above.
     pipeline.run("raw_ohlcv,trading_calendar", "2016-07-01", "2016-07-01")

@@ -16,13 +16,14 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from alstm_pipeline import vintages
+from alstm_pipeline import quality, vintages
 from alstm_pipeline.dataset import ALSTM_FEATURES
 from alstm_pipeline.dataset.vintage_data import features_start, training_sets, validation_figures, validation_samples
 from alstm_pipeline.defs.features import alpha158_features, labels
 from alstm_pipeline.defs.partitions import VINTAGES
 from alstm_pipeline.defs.resources import ModelStoreResource, WarehouseResource
-from alstm_pipeline.model import TrainConfig, load_checkpoint, plot_losses, predict, save_checkpoint, train_alstm
+from alstm_pipeline.model import TrainConfig, load_checkpoint, plot_losses, predict, save_checkpoint, train_seeds
+from alstm_pipeline.model.ensemble import members_of
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.warehouse import registry, tables
 
@@ -55,7 +56,9 @@ class AlstmModelConfig(dg.Config):
     num_layers: int = 2
     dropout: float = 0.0
     rnn_type: str = "GRU"
-    seed: int = Field(default=0, description="seed for init and shuffling; -1 = unseeded")
+    seed: int = Field(default=0, description="seed for init and shuffling; -1 = unseeded (ignored when seeds is set)")
+    seeds: list[int] = Field(default=[], description="Qlib's benchmark protocol: one model per seed (up to 20), trained together; "
+                                                      "the served score is their mean. Empty = the single seed above")
     device: str = Field(default="auto", description='"auto" (CUDA when present), "cpu" or "cuda"')
     warm_start: bool = Field(default=False, description="start from the weights of the vintage in force (never a later one)")
     gate_max_loss_increase: float = Field(default=0.05, description="gate: reject if validation loss > in-force loss × (1 + this)")
@@ -68,6 +71,8 @@ class AlstmModelConfig(dg.Config):
             "num_layers": self.num_layers, "dropout": self.dropout, "rnn_type": self.rnn_type,
             "seed": None if self.seed < 0 else self.seed, "device": self.device,
         }
+        if self.seeds:
+            overrides.update({"seeds": tuple(self.seeds), "seed": self.seeds[0]})
         if self.n_epochs:
             overrides["n_epochs"] = self.n_epochs
         if self.early_stop:
@@ -81,6 +86,14 @@ class AlstmModelConfig(dg.Config):
             raise dg.Failure(f'alstm_model: mode must be "fixed" or "rolling", not {self.mode!r}')
         return vintages.fixed_plan(key, calendar, (self.train_start, self.train_end), (self.valid_start, self.valid_end),
                                    (self.fit_start, self.fit_end), self.handler_start)
+
+
+def _gpu_name(device: str) -> str:
+    if not device.startswith("cuda"):
+        return "none"
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device))
 
 
 def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
@@ -124,17 +137,21 @@ def alstm_model(
 
     known = registry.read_registry(store)
     incumbent = vintages.in_force(known, key)
-    initial, warm_from = None, None
+    settings = config.train_config()
+    initials, warm_from = None, None
     if config.warm_start and incumbent is not None:
         if pd.Timestamp(incumbent["trained_through"]) <= pd.Timestamp(plan.trained_through):
-            initial, warm_from = load_checkpoint(incumbent["checkpoint"])[0], str(incumbent["version"])
+            members = [model for _, model in members_of(load_checkpoint(incumbent["checkpoint"])[0])]
+            # Seed k starts from the incumbent's k-th member (its first when it had fewer).
+            initials = [members[k] if k < len(members) else members[0] for k in range(len(settings.seed_list))]
+            warm_from = str(incumbent["version"])
             context.log.info(f"warm start from {warm_from}")
         else:
             context.log.warning(f"warm start skipped: the vintage in force {incumbent['version']} saw data after {plan.trained_through}")
-    result = train_alstm(train, valid, config.train_config(), log=context.log.info, initial_model=initial)
+    result = train_seeds(train, valid, settings, log=context.log.info, initial_models=initials)
     card = result.card(data_ranges={"vintage": key, **plan.to_dict()})
 
-    candidate_loss, candidate_ic = validation_figures(predict(result.model, valid), valid)
+    candidate_loss, candidate_ic = validation_figures(predict(result.predictor, valid), valid)
     incumbent_loss = incumbent_ic = None
     if incumbent is not None:
         old_model, _ = load_checkpoint(incumbent["checkpoint"])
@@ -148,13 +165,14 @@ def alstm_model(
     # model. A crash before the commit leaves an unregistered folder that nothing reads.
     root = model_store.path()
     staging = root / ".staging" / uuid.uuid4().hex
-    written = save_checkpoint(result.model, staging, card)
+    written = save_checkpoint(result.predictor, staging, card)
     final = root / written.name
     if final.exists():
         shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     written.rename(final)
     shutil.rmtree(staging, ignore_errors=True)
+    per_seed = pd.DataFrame(card["per_seed"])
     png = plot_losses(card)
     (final / "losses.png").write_bytes(png)
     saved_card = json.loads((final / "card.json").read_text())
@@ -163,9 +181,9 @@ def alstm_model(
         "created_at": pd.Timestamp(card["created_utc"]).tz_convert(None),
         "status": "promoted" if decision.passed else "rejected", "gate_reason": decision.reason,
         "checkpoint": str(final), "sha256": saved_card["weights_sha256"],
-        "valid_loss": candidate_loss, "valid_ic": candidate_ic, "best_epoch": card["best_epoch"],
-        "epochs_run": card["epochs_run"], "device": card["device"], "seeds": json.dumps([config.seed]),
-        "warm_start_from": warm_from, "metrics": {"best_valid_loss": card["best_valid_loss"],
+        "valid_loss": candidate_loss, "valid_ic": candidate_ic, "best_epoch": per_seed["best_epoch"].iloc[0],
+        "epochs_run": int(per_seed["epochs_run"].max()), "device": card["device"], "seeds": json.dumps(card["seeds"]),
+        "warm_start_from": warm_from, "metrics": {"best_valid_loss": per_seed["best_valid_loss"].tolist(),
                                                    "incumbent": None if incumbent is None else str(incumbent["version"]),
                                                    "incumbent_valid_loss": incumbent_loss, "incumbent_valid_ic": incumbent_ic},
     }, stats)
@@ -182,9 +200,13 @@ def alstm_model(
             "windows": dg.MetadataValue.json(plan.to_dict()),
             "checkpoint": dg.MetadataValue.path(str(final)),
             "device": card["device"],
-            "best_epoch": card["best_epoch"],
-            "best_valid_loss": card["best_valid_loss"],
-            "epochs_run": card["epochs_run"],
+            "gpu": _gpu_name(card["device"]),
+            "engine": card["engine"],
+            "seeds": str(card["seeds"]),
+            "per_seed_training": dg.MetadataValue.md(quality.as_markdown(
+                per_seed[["seed", "best_epoch", "best_valid_loss", "epochs_run", "stopped_early"]], limit=25)),
+            "best_valid_loss": float(per_seed["best_valid_loss"].mean()),
+            "epochs_run": int(per_seed["epochs_run"].max()),
             "wall_seconds": card["wall_seconds"],
             "warm_start_from": warm_from or "none",
             "card": dg.MetadataValue.json(json.loads(json.dumps(card, default=str))),

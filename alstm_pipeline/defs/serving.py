@@ -25,7 +25,8 @@ from alstm_pipeline.evaluation import (
     rolling_ic,
     run_topk_dropout,
 )
-from alstm_pipeline.model import load_checkpoint, predict
+from alstm_pipeline.evaluation.seeds import seed_benchmark_table, seed_table_markdown
+from alstm_pipeline.model import load_checkpoint, predict, predict_per_seed
 from alstm_pipeline.warehouse import Warehouse, registry, tables
 
 ROLLING_IC_DAYS = 20
@@ -46,19 +47,41 @@ def _days_text(days) -> str:
     return shown + (f" … ({len(days)} days)" if len(days) > 10 else "")
 
 
-def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str, checkpoint: str) -> pd.DataFrame:
-    """Scores of every universe row of ``days`` by one vintage, with its own normaliser."""
-    model, _ = load_checkpoint(checkpoint)
+def _vintage_samples(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str):
+    """The samples of ``days`` as a vintage sees them: normalised with its own statistics."""
     stats = registry.read_normalizer(store, version)
     features = tables.read_model_features(store, FEATURE_TABLE, list(ALSTM_FEATURES), history_start(calendar, days[0]), days[-1])
     missing = days.difference(pd.DatetimeIndex(features["date"].unique()))
     if len(missing):
         raise dg.Failure(f"predictions: no alpha158_features rows for {_days_text(missing)}. "
                          "Fix: materialise alpha158_features for these days first.", allow_retries=False)
-    samples = inference_samples(features, stats, calendar, days[0], days[-1])
+    return inference_samples(features, stats, calendar, days[0], days[-1])
+
+
+def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str, checkpoint: str) -> pd.DataFrame:
+    """Scores of every universe row of ``days`` by one vintage (the mean of its seeds)."""
+    model, _ = load_checkpoint(checkpoint)
+    samples = _vintage_samples(store, calendar, days, version)
     frame = pd.DataFrame({"date": samples.dates, "instrument": samples.instruments,
                           "score": predict(model, samples), "model_version": version})
     return frame[frame["date"].isin(days)]
+
+
+def seed_scores(store: Warehouse, first: pd.Timestamp, last: pd.Timestamp) -> dict[object, pd.DataFrame]:
+    """seed → that seed's own scores over [first, last], from the vintages that served it;
+    empty unless those vintages were trained with several seeds (Qlib's 20-seed protocol)."""
+    calendar = tables.read_calendar(store)
+    known = registry.read_registry(store).set_index("version")
+    parts: dict[object, list[pd.DataFrame]] = {}
+    for row in tables.vintages_used(store, first, last).itertuples():
+        model, card = load_checkpoint(known.loc[row.model_version, "checkpoint"])
+        if len(card.get("seeds", [])) < 2:
+            return {}
+        days = calendar[(calendar >= row.first_day) & (calendar <= row.last_day)]
+        samples = _vintage_samples(store, calendar, days, row.model_version)
+        for seed, scores in predict_per_seed(model, samples).items():
+            parts.setdefault(seed, []).append(pd.DataFrame({"date": samples.dates, "instrument": samples.instruments, "score": scores}))
+    return {seed: pd.concat(frames, ignore_index=True) for seed, frames in parts.items()}
 
 
 @dg.asset(
@@ -195,7 +218,8 @@ def backtest_daily(context: dg.AssetExecutionContext, config: BacktestConfig, wa
         raise dg.Failure(f"backtest_daily: no predictions in {first.date()}..{last.date()}. "
                          "Fix: materialise alstm_model and predictions for this period first.", allow_retries=False)
     trading = {key: getattr(config, key) for key in ("topk", "n_drop", "open_cost", "close_cost", "min_cost", "account")}
-    result = run_topk_dropout(scores, tables.read_prices(store, first, last), TopkDropoutConfig(**trading))
+    prices = tables.read_prices(store, first, last)
+    result = run_topk_dropout(scores, prices, TopkDropoutConfig(**trading))
     rows = tables.write_backtest(store, result.daily)
     summary = backtest_summary(result)
     context.log.info(f"backtest {first.date()}..{last.date()}: {summary}")
@@ -207,4 +231,10 @@ def backtest_daily(context: dg.AssetExecutionContext, config: BacktestConfig, wa
         metadata["ic_plot"] = _png_markdown(plot_ic(ic["ic"], ic["rank_ic"]), "IC")
     table, leaking = vintage_report(store, first, last)
     metadata.update(_vintage_metadata(context, table, leaking))
+    per_seed = seed_scores(store, first, last)
+    if per_seed:
+        # Qlib's benchmark table: each seed's own IC and backtest, mean ± std, and the ensemble served.
+        label = tables.read_labels(store, first, last)
+        seeds_table = seed_benchmark_table(per_seed, label, prices, TopkDropoutConfig(**trading))
+        metadata["seed_table"] = dg.MetadataValue.md(seed_table_markdown(seeds_table))
     return dg.MaterializeResult(metadata=metadata)
