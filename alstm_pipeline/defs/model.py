@@ -30,6 +30,8 @@ from alstm_pipeline.warehouse import registry, tables
 FEATURE_TABLE = "alpha158_features"
 # Qlib's benchmark split (workflow_config_alstm_Alpha158.yaml adapted to the sample's years).
 TEST_START = "2017-01-01"
+# MLflow experiment of runs that name none (Qlib's default experiment_name).
+MLFLOW_EXPERIMENT = "workflow"
 _SETTINGS = load_settings()
 
 
@@ -63,6 +65,7 @@ class AlstmModelConfig(dg.Config):
     warm_start: bool = Field(default=False, description="start from the weights of the vintage in force (never a later one)")
     gate_max_loss_increase: float = Field(default=0.05, description="gate: reject if validation loss > in-force loss × (1 + this)")
     gate_max_ic_drop: float = Field(default=0.02, description="gate: reject if validation IC < in-force IC − this")
+    experiment: str = Field(default=MLFLOW_EXPERIMENT, description="MLflow experiment (with the mlflow extra; Qlib's experiment_name)")
 
     def train_config(self) -> TrainConfig:
         """The pure training config: the named profile with this run's overrides."""
@@ -188,6 +191,7 @@ def alstm_model(
                                                    "incumbent_valid_loss": incumbent_loss, "incumbent_valid_ic": incumbent_ic},
     }, stats)
     context.log.info(f"alstm_model {key}: {card['version']} {'promoted' if decision.passed else 'REJECTED'}: {decision.reason}")
+    _track_training(context, card, png, plan, decision, warehouse, config.experiment)
     gate_metadata = {"reason": decision.reason, "valid_loss": candidate_loss, "valid_ic": candidate_ic,
                      "in_force": "none" if incumbent is None else str(incumbent["version"])}
     if incumbent_loss is not None:
@@ -215,6 +219,25 @@ def alstm_model(
         check_results=[dg.AssetCheckResult(check_name="promotion_gate", passed=decision.passed, metadata=gate_metadata)],
         data_version=dg.DataVersion(card["version"]),
     )
+
+
+def _track_training(context, card, png: bytes, plan, decision, warehouse: WarehouseResource, experiment: str) -> None:
+    """The vintage's MLflow run (mlflow extra): hyper-parameters, windows, gate, losses,
+    card and loss plot. After registration, so a tracking failure never loses a model."""
+    # Imported here: mlflow's import takes seconds, and loading the definitions (dg dev,
+    # every CLI command) should not pay it.
+    from alstm_pipeline import tracking
+
+    if not tracking.available():
+        return
+    params = {f"window.{name}": value for name, value in plan.to_dict().items()}
+    params.update({"vintage": context.partition_key, "gate.status": "promoted" if decision.passed else "rejected"})
+    try:
+        run_id = tracking.log_training(json.loads(json.dumps(card, default=str)), dagster_run_id=context.run.run_id,
+                                       home=warehouse.home, experiment=experiment, pngs={"losses.png": png}, params=params)
+        context.log.info(f"MLflow run {run_id} in experiment {experiment!r} ({tracking.tracking_uri(warehouse.home)})")
+    except Exception as error:  # noqa: BLE001 - any tracking error is reported, never fatal
+        context.log.warning(f"MLflow logging failed, the vintage is registered anyway: {error}")
 
 
 class RollingPlanConfig(dg.Config):

@@ -2,6 +2,7 @@
 
 
 import base64
+from dataclasses import asdict
 
 import dagster as dg
 import pandas as pd
@@ -12,21 +13,24 @@ from alstm_pipeline.dataset import ALSTM_FEATURES
 from alstm_pipeline.dataset.vintage_data import history_start, inference_samples
 from alstm_pipeline.defs.features import alpha158_features, labels
 from alstm_pipeline.defs.ingest import raw_ohlcv
-from alstm_pipeline.defs.model import FEATURE_TABLE, TEST_START, alstm_model
+from alstm_pipeline.defs.model import FEATURE_TABLE, MLFLOW_EXPERIMENT, TEST_START, alstm_model
 from alstm_pipeline.defs.partitions import WEEKDAYS, WINDOW_LOOKBACK, window_dates
-from alstm_pipeline.defs.resources import WarehouseResource
+from alstm_pipeline.defs.resources import MarketDataResource, WarehouseResource
 from alstm_pipeline.evaluation import (
     TopkDropoutConfig,
     backtest_summary,
+    benchmark_returns,
     calc_ic,
     ic_summary,
     plot_equity,
     plot_ic,
+    raw_change,
     rolling_ic,
     run_topk_dropout,
 )
 from alstm_pipeline.evaluation.seeds import seed_benchmark_table, seed_table_markdown
 from alstm_pipeline.model import load_checkpoint, predict, predict_per_seed
+from alstm_pipeline.sources import SourceDataError
 from alstm_pipeline.warehouse import Warehouse, registry, tables
 
 ROLLING_IC_DAYS = 20
@@ -131,6 +135,7 @@ def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource)
 class ReportConfig(dg.Config):
     start: str = Field(default=TEST_START, description="first day of the evaluation (out-of-sample) period")
     end: str = Field(default="", description="last day (empty: the last day with scores)")
+    experiment: str = Field(default=MLFLOW_EXPERIMENT, description="MLflow experiment (with the mlflow extra; Qlib's experiment_name)")
 
 
 def _period(store: Warehouse, config: ReportConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -191,11 +196,15 @@ def ic_daily(context: dg.AssetExecutionContext, config: ReportConfig, warehouse:
         metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_last"] = float(rolling_ic(history["ic"], ROLLING_IC_DAYS).iloc[-1])
     table, leaking = vintage_report(store, first, last)
     metadata.update(_vintage_metadata(context, table, leaking))
+    if len(history) > 1:
+        _track(context, "log_signal_analysis", ic_summary(history["ic"], history["rank_ic"]), warehouse,
+               config.experiment, table, pngs={"ic.png": plot_ic(history["ic"], history["rank_ic"])})
     return dg.MaterializeResult(metadata=metadata)
 
 
 class BacktestConfig(ReportConfig):
-    """The TopkDropoutConfig settings a user edits in the launchpad; defaults are its own (Qlib's YAML)."""
+    """The TopkDropoutConfig settings a user edits in the launchpad; defaults are its own
+    (US equities: whole shares, no price limit, deals at the close, equal-weight benchmark)."""
 
     topk: int = TopkDropoutConfig.topk
     n_drop: int = TopkDropoutConfig.n_drop
@@ -203,38 +212,129 @@ class BacktestConfig(ReportConfig):
     close_cost: float = TopkDropoutConfig.close_cost
     min_cost: float = TopkDropoutConfig.min_cost
     account: float = TopkDropoutConfig.account
+    risk_degree: float = TopkDropoutConfig.risk_degree
+    trade_unit: float = Field(default=TopkDropoutConfig.trade_unit, description="lot size in raw shares (Qlib CN: 100); ≤ 0 = fractional shares")
+    limit_threshold: float = Field(default=0.0, description="daily price limit on the raw change (Qlib CN: 0.095); ≤ 0 = no limit")
+    forbid_all_trade_at_limit: bool = TopkDropoutConfig.forbid_all_trade_at_limit
+    deal_price: str = Field(default=TopkDropoutConfig.deal_price, description='"close" or "open"')
+    benchmark: str = Field(default="", description='"" = equal-weight universe; else an instrument code of the source (e.g. ^GSPC), or codes separated by commas (averaged)')
+
+    def topk_dropout(self) -> TopkDropoutConfig:
+        names = ("topk", "n_drop", "open_cost", "close_cost", "min_cost", "account", "risk_degree",
+                 "forbid_all_trade_at_limit", "deal_price")
+        try:
+            return TopkDropoutConfig(**{name: getattr(self, name) for name in names},
+                                     trade_unit=self.trade_unit if self.trade_unit > 0 else None,
+                                     limit_threshold=self.limit_threshold if self.limit_threshold > 0 else None)
+        except ValueError as error:
+            raise dg.Failure(f"backtest_daily: {error}. Fix: correct the backtest_daily config.", allow_retries=False) from None
+
+    def benchmark_codes(self) -> tuple[str, ...]:
+        return tuple(code.strip() for code in self.benchmark.split(",") if code.strip())
+
+
+def _benchmark_returns(market_data: MarketDataResource, prices: pd.DataFrame, codes: tuple[str, ...]) -> pd.Series | None:
+    """The benchmark's daily returns over the prices' days: None (equal-weight universe),
+    else the codes' closes from raw_ohlcv, or from the source where raw_ohlcv lacks them
+    (raw_ohlcv ingests universe members only, and an index such as ^GSPC is rarely one)."""
+    if not codes:
+        return None
+    days = pd.DatetimeIndex(sorted(prices["date"].unique()))
+    stored = prices[prices["instrument"].isin(codes)]
+    missing = [code for code in codes if code not in set(stored["instrument"])]
+    parts = [stored[["date", "instrument", "close"]]]
+    if missing:
+        try:
+            bars = market_data.open().read(start=days[0], end=days[-1], instruments=missing)
+        except (SourceDataError, OSError) as error:
+            raise dg.Failure(f"backtest_daily: cannot read benchmark {missing} from the source: {error}", allow_retries=False) from None
+        absent = sorted(set(missing) - set(bars["instrument"]))
+        if absent:
+            raise dg.Failure(f"backtest_daily: benchmark {absent} has no bars in the source for {days[0].date()}..{days[-1].date()}. "
+                             'Fix: set benchmark to an instrument code of the source, or "" for the equal-weight universe.',
+                             allow_retries=False)
+        parts.append(bars[["date", "instrument", "close"]])
+    rows = pd.concat(parts, ignore_index=True)
+    rows = rows[pd.to_datetime(rows["date"]).isin(days)]
+    try:
+        returns = benchmark_returns(rows, list(codes))
+    except ValueError as error:
+        raise dg.Failure(f"backtest_daily: {error} (Fix: set benchmark to a code of the source, or \"\")", allow_retries=False) from None
+    return returns.reindex(days).fillna(0.0)
+
+
+def _model_versions(table: pd.DataFrame) -> str | None:
+    return ",".join(table["model_version"].astype(str)) if len(table) else None
 
 
 @dg.asset(group_name="serving", kinds={"duckdb"}, deps=[predictions, ic_daily, raw_ohlcv],
           metadata={"dagster/table_name": "backtest_daily"})
-def backtest_daily(context: dg.AssetExecutionContext, config: BacktestConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Qlib's TopkDropout strategy over the evaluation period against an equal-weight
-    benchmark of the universe, with Qlib's risk_analysis (sum mode, 238 days a year, §9);
-    also the period's IC plot (images live on this unpartitioned asset, once per run)."""
+def backtest_daily(context: dg.AssetExecutionContext, config: BacktestConfig, warehouse: WarehouseResource,
+                   market_data: MarketDataResource) -> dg.MaterializeResult:
+    """Qlib's TopkDropout strategy over the evaluation period against the benchmark (an
+    instrument code, or the equal-weight universe), with Qlib's risk_analysis (sum mode,
+    238 days a year, §9). Writes backtest_daily, backtest_positions (holdings after each
+    close) and backtest_trades (deals) together; also the period's IC plot (images live on
+    this unpartitioned asset, once per run)."""
     store = warehouse.get(context.log.info)
     first, last = _period(store, config)
     scores = tables.read_predictions(store, first, last)[["date", "instrument", "score"]]
     if scores.empty:
         raise dg.Failure(f"backtest_daily: no predictions in {first.date()}..{last.date()}. "
                          "Fix: materialise alstm_model and predictions for this period first.", allow_retries=False)
-    trading = {key: getattr(config, key) for key in ("topk", "n_drop", "open_cost", "close_cost", "min_cost", "account")}
-    prices = tables.read_prices(store, first, last)
-    result = run_topk_dropout(scores, prices, TopkDropoutConfig(**trading))
-    rows = tables.write_backtest(store, result.daily)
+    trading = config.topk_dropout()
+    codes = config.benchmark_codes()
+    prices = tables.read_prices(store, first, last, with_open=trading.deal_price == "open", benchmark=codes)
+    bench = _benchmark_returns(market_data, prices, codes)
+    # A benchmark outside the universe is never traded (it has no scores); a universe member
+    # named as benchmark stays tradable.
+    untraded = set(codes) - set(scores["instrument"])
+    market = prices[~prices["instrument"].isin(untraded)].reset_index(drop=True)
+    if trading.limit_threshold is not None:
+        market = market.assign(change=raw_change(market))  # raw_ohlcv stores no change field
+    try:
+        result = run_topk_dropout(scores, market, trading, benchmark=bench)
+    except ValueError as error:
+        raise dg.Failure(f"backtest_daily: {error}", allow_retries=False) from None
+    written = tables.write_backtest(store, result.daily, result.positions, result.trades)
     summary = backtest_summary(result)
     context.log.info(f"backtest {first.date()}..{last.date()}: {summary}")
     flat = {f"{group}.{key}": float(value) for group, values in summary.items() if isinstance(values, dict) for key, value in values.items()}
     flat.update({key: float(value) for key, value in summary.items() if not isinstance(value, dict)})
-    metadata: dict[str, object] = {"dagster/row_count": rows, **flat, "equity_curves": _png_markdown(plot_equity(result), "equity")}
+    equity = plot_equity(result)
+    metadata: dict[str, object] = {"dagster/row_count": written[tables.BACKTEST_TABLE],
+                                   "position_rows": written[tables.POSITIONS_TABLE], "trade_rows": written[tables.TRADES_TABLE],
+                                   "benchmark": ",".join(codes) or "equal-weight universe", **flat,
+                                   "equity_curves": _png_markdown(equity, "equity")}
+    pngs = {"equity.png": equity}
     ic = tables.read_ic_daily(store, first, last).set_index("date")
     if len(ic) > 1:
-        metadata["ic_plot"] = _png_markdown(plot_ic(ic["ic"], ic["rank_ic"]), "IC")
+        pngs["ic.png"] = plot_ic(ic["ic"], ic["rank_ic"])
+        metadata["ic_plot"] = _png_markdown(pngs["ic.png"], "IC")
     table, leaking = vintage_report(store, first, last)
     metadata.update(_vintage_metadata(context, table, leaking))
     per_seed = seed_scores(store, first, last)
     if per_seed:
         # Qlib's benchmark table: each seed's own IC and backtest, mean ± std, and the ensemble served.
         label = tables.read_labels(store, first, last)
-        seeds_table = seed_benchmark_table(per_seed, label, prices, TopkDropoutConfig(**trading))
+        seeds_table = seed_benchmark_table(per_seed, label, market, trading, benchmark=bench)
         metadata["seed_table"] = dg.MetadataValue.md(seed_table_markdown(seeds_table))
+    _track(context, "log_backtest", summary, warehouse, config.experiment, table, pngs=pngs,
+           params={**asdict(trading), "benchmark": ",".join(codes) or "equal-weight", "start": str(first.date()), "end": str(last.date())})
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _track(context, log: str, summary, warehouse: WarehouseResource, experiment: str, used: pd.DataFrame, **extra) -> None:
+    """One MLflow log (``tracking.<log>``) for this materialisation when the mlflow extra is
+    installed. A failing tracking server costs the log, not the materialisation, whose
+    tables are already written."""
+    from alstm_pipeline import tracking  # mlflow's import takes seconds: only when logging
+
+    if not tracking.available():
+        return
+    try:
+        run_id = getattr(tracking, log)(summary, dagster_run_id=context.run.run_id, home=warehouse.home, experiment=experiment,
+                     model_version=_model_versions(used), **extra)
+        context.log.info(f"MLflow run {run_id} in experiment {experiment!r} ({tracking.tracking_uri(warehouse.home)})")
+    except Exception as error:  # noqa: BLE001 - any tracking error is reported, never fatal
+        context.log.warning(f"MLflow logging failed, the results are stored anyway: {error}")

@@ -1,7 +1,7 @@
 """Typed readers and writers of the pipeline's tables: the only SQL besides ``store.py``.
 
 One table per asset, named as the asset (raw_ohlcv, alpha158_features, labels,
-predictions, ic_daily, backtest_daily), plus universe, the trading_calendar view and the
+predictions, ic_daily, backtest_daily with backtest_positions and backtest_trades), plus universe, the trading_calendar view and the
 model registry (``registry.py``). Assets, schedules, the sensor and the CLI's report call
 these functions and never write SQL themselves.
 """
@@ -20,6 +20,11 @@ LABELS_TABLE = "labels"
 PREDICTIONS_TABLE = "predictions"
 IC_TABLE = "ic_daily"
 BACKTEST_TABLE = "backtest_daily"
+POSITIONS_TABLE = "backtest_positions"
+TRADES_TABLE = "backtest_trades"
+# The issue's table shapes; value of a holding is amount × price, so it is not stored twice.
+POSITION_COLUMNS = ("date", "instrument", "amount", "price", "weight")
+TRADE_COLUMNS = ("date", "instrument", "direction", "amount", "price", "value", "cost")
 
 
 def _dates(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
@@ -116,14 +121,21 @@ def trading_days_after(store: Warehouse, day: pd.Timestamp) -> int:
     return int(store.query(f"SELECT count(*) FROM {CALENDAR_VIEW} WHERE date > ?", [pd.Timestamp(day).date()]).iloc[0, 0])
 
 
-def read_prices(store: Warehouse, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """Close and factor of universe instruments from the trading day before ``start`` to
-    ``end``: the backtest's first benchmark return starts at that day's close (§9.4)."""
+def read_prices(
+    store: Warehouse, start: pd.Timestamp, end: pd.Timestamp, with_open: bool = False, benchmark: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """Close and factor (and open with ``with_open``) of universe instruments, plus the
+    ``benchmark`` codes' rows where raw_ohlcv holds them, from the trading day before
+    ``start`` to ``end``: the backtest's first benchmark return starts at that day's close
+    (§9.4), and so does the first day's raw change for the price limit."""
+    columns = "date, instrument, close, factor" + (", open" if with_open else "")
+    codes = list(benchmark)
+    extra = f" OR instrument IN ({', '.join('?' for _ in codes)})" if codes else ""
     return _dates(store.query(
-        f"SELECT date, instrument, close, factor FROM {RAW_TABLE} WHERE date BETWEEN "
+        f"SELECT {columns} FROM {RAW_TABLE} WHERE date BETWEEN "
         f"coalesce((SELECT max(date) FROM {CALENDAR_VIEW} WHERE date < ?), ?) AND ? "
-        f"AND instrument IN (SELECT DISTINCT instrument FROM {UNIVERSE_TABLE}) ORDER BY date, instrument",
-        [start.date(), start.date(), end.date()],
+        f"AND (instrument IN (SELECT DISTINCT instrument FROM {UNIVERSE_TABLE}){extra}) ORDER BY date, instrument",
+        [start.date(), start.date(), end.date(), *codes],
     ), "date")
 
 
@@ -164,13 +176,26 @@ def write_predictions(store: Warehouse, frame: pd.DataFrame, start: pd.Timestamp
     return store.replace_date_range(PREDICTIONS_TABLE, frame, start, end, key=("date", "instrument"))
 
 
-def read_predictions(store: Warehouse, start, end) -> pd.DataFrame:
+def _in_range(start, end) -> tuple[str, list]:
+    """SQL condition and parameters for start <= date <= end, either end open when None.
+    (No sentinel dates: a DATE sentinel overflows a TIMESTAMP_NS column.)"""
+    clauses, params = ["TRUE"], []
+    if start is not None:
+        clauses.append("date >= ?")
+        params.append(pd.Timestamp(start).date())
+    if end is not None:
+        clauses.append("date <= ?")
+        params.append(pd.Timestamp(end).date())
+    return " AND ".join(clauses), params
+
+
+def read_predictions(store: Warehouse, start=None, end=None) -> pd.DataFrame:
+    """Stored scores of [start, end] (either end open when None), by date then instrument."""
     if not store.table_exists(PREDICTIONS_TABLE):
         return pd.DataFrame(columns=["date", "instrument", "score", "model_version"])
+    where, params = _in_range(start, end)
     return _dates(store.query(
-        f"SELECT date, instrument, score, model_version FROM {PREDICTIONS_TABLE} "
-        "WHERE date BETWEEN ? AND ? ORDER BY date, instrument",
-        [pd.Timestamp(start).date(), pd.Timestamp(end).date()],
+        f"SELECT date, instrument, score, model_version FROM {PREDICTIONS_TABLE} WHERE {where} ORDER BY date, instrument", params,
     ), "date")
 
 
@@ -209,14 +234,37 @@ def read_ic_daily(store: Warehouse, start=None, end=None) -> pd.DataFrame:
     return _dates(frame, "date")
 
 
-def write_backtest(store: Warehouse, daily: pd.DataFrame) -> int:
-    return store.replace_table(BACKTEST_TABLE, daily)
+def write_backtest(store: Warehouse, daily: pd.DataFrame, positions: pd.DataFrame, trades: pd.DataFrame) -> dict[str, int]:
+    """The backtest's daily report, holdings and deals, replaced together in one
+    transaction: a reader never sees positions of one backtest beside another's report."""
+    frames = {BACKTEST_TABLE: daily, POSITIONS_TABLE: positions[list(POSITION_COLUMNS)],
+              TRADES_TABLE: trades[list(TRADE_COLUMNS)]}
+    with store.transaction() as con:
+        return {name: store.replace_table(name, frame, con) for name, frame in frames.items()}
 
 
-def read_backtest(store: Warehouse) -> pd.DataFrame:
+def read_backtest(store: Warehouse, start=None, end=None) -> pd.DataFrame:
     if not store.table_exists(BACKTEST_TABLE):
         return pd.DataFrame()
-    return _dates(store.query(f"SELECT * FROM {BACKTEST_TABLE} ORDER BY date"), "date")
+    where, params = _in_range(start, end)
+    return _dates(store.query(f"SELECT * FROM {BACKTEST_TABLE} WHERE {where} ORDER BY date", params), "date")
+
+
+def read_backtest_positions(store: Warehouse, start=None, end=None) -> pd.DataFrame:
+    """Holdings after each close (date, instrument, amount, price, weight)."""
+    _require(store, POSITIONS_TABLE, "materialise backtest_daily first")
+    where, params = _in_range(start, end)
+    return _dates(store.query(
+        f"SELECT {', '.join(POSITION_COLUMNS)} FROM {POSITIONS_TABLE} WHERE {where} ORDER BY date, instrument", params), "date")
+
+
+def read_backtest_trades(store: Warehouse, start=None, end=None) -> pd.DataFrame:
+    """Executed deals (date, instrument, direction, amount, price, value, cost) in execution order."""
+    _require(store, TRADES_TABLE, "materialise backtest_daily first")
+    # rowid keeps the insertion order: sells before buys within a day, as they were executed.
+    where, params = _in_range(start, end)
+    return _dates(store.query(
+        f"SELECT {', '.join(TRADE_COLUMNS)} FROM {TRADES_TABLE} WHERE {where} ORDER BY date, rowid", params), "date")
 
 
 def table_summary(store: Warehouse, table: str) -> tuple[int, str, str] | None:
