@@ -129,8 +129,10 @@ def test_exports_read_back_in_qlib_shapes(ran, env):
     assert list(pred.columns) == ["score"] and pred.index.names == ["datetime", "instrument"]
     pd.testing.assert_frame_equal(pred.reset_index(), stored.reset_index(), check_dtype=False, rtol=1e-6)
 
-    assert cli.main(["export", "labels", "--out", str(out / "label.parquet")]) == 0
-    assert exports.read_frame(out / "label.parquet").columns.tolist() == ["LABEL0"]
+    # No --format: the file's suffix decides (a .csv name never holds Parquet bytes).
+    assert cli.main(["export", "labels", "--out", str(out / "label.csv")]) == 0
+    label = exports.read_frame(out / "label.csv", index=["datetime", "instrument"])
+    assert label.columns.tolist() == ["LABEL0"] and len(label) == len(tables.read_labels(ran, None, None))
 
     assert cli.main(["export", "backtest", "--out", str(out / "bt")]) == 0
     report = exports.read_frame(out / "bt" / "report_normal_1day.parquet")
@@ -147,6 +149,7 @@ def test_mlflow_runs_carry_the_workflow_the_dagster_runs_and_the_model(ran, env)
     from alstm_pipeline import tracking
 
     if not tracking.available():
+        assert not (env["home"] / "mlruns").exists()  # without the extra nothing is tracked
         pytest.skip("mlflow is not installed (the optional extra .[mlflow]); tracking is a no-op without it")
     from mlflow.tracking import MlflowClient
 
