@@ -58,7 +58,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     qlib_config.add_argument("workflow", metavar="WORKFLOW.yaml")
     export = commands.add_parser("export", help="write stored results in Qlib's recorder shapes (no pickle)")
     export.add_argument("what", choices=("predictions", "labels", "backtest"))
-    export.add_argument("--format", default="parquet", choices=("parquet", "csv"))
+    export.add_argument("--format", choices=("parquet", "csv"), help="default: the --out file's suffix, else parquet")
     export.add_argument("--start", help="first day (default: the first stored)")
     export.add_argument("--end", help="last day (default: the last stored)")
     export.add_argument("--out", help="file (predictions, labels) or folder (backtest); default under $ALSTM_PIPELINE_HOME/exports")
@@ -193,12 +193,7 @@ def _load_workflow(path: str):
         print(f"alstm-pipeline: {error}\nNothing was run. Fix these keys (docs/coming_from_qlib.md lists what is supported).",
               file=sys.stderr)
         return None
-    universe = spec.universe_path()
-    if universe is not None and not universe.is_file():
-        print(f"alstm-pipeline: {spec.path}: market {spec.handler.instruments!r} has no instruments file at {universe}. "
-              "Fix: add that file (CODE<TAB>start<TAB>end lines) or set instruments to all.", file=sys.stderr)
-        return None
-    return spec
+    return spec  # the loader has also checked that the market's instruments file exists
 
 
 def print_run_config(path: str) -> int:
@@ -241,12 +236,17 @@ def run_workflow(path: str, select: str) -> int:
     return run(select, first, last, vintage, run_config=config, summary_start=vintage)
 
 
-def export(what: str, fmt: str, start: str | None, end: str | None, out: str | None) -> int:
+def export(what: str, fmt: str | None, start: str | None, end: str | None, out: str | None) -> int:
     """``export``: stored results → Qlib-shaped Parquet/CSV; prints each path written."""
     from alstm_pipeline import exports
     from alstm_pipeline.evaluation import BacktestResult, TopkDropoutConfig
     from alstm_pipeline.warehouse import Warehouse, tables
 
+    suffix = Path(out).suffix.lstrip(".").lower() if out and what != "backtest" else ""
+    if fmt and suffix in exports.FORMATS and suffix != fmt:
+        print(f"alstm-pipeline: --format {fmt} but --out {out} names a .{suffix} file. Fix: make them agree.", file=sys.stderr)
+        return 2
+    fmt = fmt or (suffix if suffix in exports.FORMATS else "parquet")
     settings = load_settings()
     store = Warehouse(settings.warehouse_path)
     if not store.path.exists():

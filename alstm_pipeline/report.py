@@ -41,7 +41,7 @@ def print_summary(settings: Settings, start=None, end=None) -> None:
     daily = tables.read_backtest(store)
     if len(daily):
         excess = daily["return"] - daily["bench"]
-        print(f"\nTopkDropout backtest vs equal-weight benchmark ({len(daily)} days, risk_analysis sum mode, 238 days/year):")
+        print(f"\nTopkDropout backtest vs its benchmark ({len(daily)} days, risk_analysis sum mode, 238 days/year):")
         for label, series in (("without cost", excess), ("with cost", excess - daily["cost"])):
             risk = risk_analysis(series)
             print(f"  excess return {label:<12} annualized {risk['annualized_return']:+.4f}  "
