@@ -7,12 +7,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from alstm_pipeline import quality, vintages
-from alstm_pipeline.dataset import ALSTM_FEATURES
-from alstm_pipeline.dataset.vintage_data import history_start, inference_samples
-from alstm_pipeline.defs.features import alpha158_features, labels
+from alstm_pipeline import feature_sets, quality, vintages
+from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.ingest import raw_ohlcv
-from alstm_pipeline.defs.model import FEATURE_TABLE, TEST_START, alstm_model
+from alstm_pipeline.defs.model import TEST_START, alstm_model
 from alstm_pipeline.defs.partitions import WEEKDAYS, WINDOW_LOOKBACK, window_dates
 from alstm_pipeline.defs.resources import WarehouseResource
 from alstm_pipeline.evaluation import (
@@ -25,7 +23,7 @@ from alstm_pipeline.evaluation import (
     rolling_ic,
     run_topk_dropout,
 )
-from alstm_pipeline.model import load_checkpoint, predict
+from alstm_pipeline.model import load_checkpoint
 from alstm_pipeline.warehouse import Warehouse, registry, tables
 
 ROLLING_IC_DAYS = 20
@@ -46,19 +44,25 @@ def _days_text(days) -> str:
     return shown + (f" … ({len(days)} days)" if len(days) > 10 else "")
 
 
-def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str, checkpoint: str) -> pd.DataFrame:
+def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str, checkpoint: str,
+               fs: feature_sets.FeatureSet) -> pd.DataFrame:
     """Scores of every universe row of ``days`` by one vintage, with its own normaliser."""
     model, _ = load_checkpoint(checkpoint)
     stats = registry.read_normalizer(store, version)
-    features = tables.read_model_features(store, FEATURE_TABLE, list(ALSTM_FEATURES), history_start(calendar, days[0]), days[-1])
+    features = tables.read_model_features(store, fs.table, list(fs.columns), fs.history_start(calendar, days[0]), days[-1])
     missing = days.difference(pd.DatetimeIndex(features["date"].unique()))
     if len(missing):
-        raise dg.Failure(f"predictions: no alpha158_features rows for {_days_text(missing)}. "
-                         "Fix: materialise alpha158_features for these days first.", allow_retries=False)
-    samples = inference_samples(features, stats, calendar, days[0], days[-1])
+        raise dg.Failure(f"predictions: no {fs.table} rows for {_days_text(missing)}. "
+                         f"Fix: materialise {fs.table} for these days first.", allow_retries=False)
+    samples = fs.inference_samples(features, stats, calendar, days[0], days[-1])
     frame = pd.DataFrame({"date": samples.dates, "instrument": samples.instruments,
-                          "score": predict(model, samples), "model_version": version})
+                          "score": fs.predict(model, samples), "model_version": version})
     return frame[frame["date"].isin(days)]
+
+
+class PredictionsConfig(dg.Config):
+    feature_set: str = Field(default=feature_sets.DEFAULT_FEATURE_SET,
+                             description='which configuration scores: "alpha158_ts" or "alpha360" (only its vintages serve)')
 
 
 @dg.asset(
@@ -68,37 +72,46 @@ def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIn
     backfill_policy=dg.BackfillPolicy.single_run(),
     # Which vintage scores a day is decided from model_registry at run time (the newest
     # promoted one serving from that day or earlier): every vintage is a possible parent.
+    # Either feature table can feed the scores (config feature_set): Alpha158's 20-day
+    # windows read back, an Alpha360 row is the day's own (its lags are columns).
     deps=[dg.AssetDep(alpha158_features, partition_mapping=WINDOW_LOOKBACK.mapping()),
+          dg.AssetDep(alpha360_features, partition_mapping=dg.TimeWindowPartitionMapping()),
           dg.AssetDep(alstm_model, partition_mapping=dg.AllPartitionMapping())],
     metadata={"dagster/table_name": "predictions"},
 )
-def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Score of every universe instrument on each day from its 20-day window ending that
     day (§6, §7.3), by the newest promoted vintage that serves from that day or earlier
     (so it was trained only on earlier days). Re-running a day reproduces its scores
     whatever was trained since; a day no vintage may score is left unscored and named."""
     start, end = window_dates(context)
+    try:
+        fs = feature_sets.get(config.feature_set)
+    except ValueError as error:
+        raise dg.Failure(f"predictions: {error}", allow_retries=False) from None
     store = warehouse.get(context.log.info)
     calendar = tables.read_calendar(store)
     days = calendar[(calendar >= start) & (calendar <= end)]
-    known = registry.read_registry(store)
+    known = feature_sets.of_feature_set(registry.read_registry(store), fs.name)
     chosen = vintages.serving_versions(days, known)
     unscored = chosen[chosen.isna()].index
     parts = [_empty_predictions()]
     for version, group in chosen.dropna().groupby(chosen.dropna()):
         checkpoint = known.loc[known["version"] == version, "checkpoint"].iloc[0]
-        parts.append(score_days(store, calendar, pd.DatetimeIndex(group.index), str(version), checkpoint))
+        parts.append(score_days(store, calendar, pd.DatetimeIndex(group.index), str(version), checkpoint, fs))
     scored = pd.concat(parts, ignore_index=True).sort_values(["date", "instrument"], ignore_index=True)
     scored["score"] = scored["score"].astype("float32")
     rows = tables.write_predictions(store, scored, start, end)
     if len(unscored):
-        context.log.warning(f"predictions: no promoted vintage may score {_days_text(unscored)} "
+        context.log.warning(f"predictions: no promoted {fs.name} vintage may score {_days_text(unscored)} "
                             "(every vintage serves from a later day); these days stay unscored")
     used = scored.groupby("model_version")["date"].agg(["min", "max", "nunique"]).reset_index()
     used.columns = ["model_version", "first_day", "last_day", "days"]
     context.log.info(f"predictions {start.date()}..{end.date()}: {rows} scores from {len(used)} vintage(s)")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows,
+        "feature_set": fs.name,
+        "feature_table": fs.table,
         "trading_days": len(days),
         "days_without_vintage": len(unscored),
         "vintages": dg.MetadataValue.md(quality.as_markdown(used)),
