@@ -1,9 +1,10 @@
 """``alstm-pipeline``: the headless entry point, recording every run in the home's Dagster instance.
 
-- ``run [--select SELECTION] [--start DATE] [--end DATE] [--vintage DAY]``: materialise the
-  selected assets (default everything) over the weekday partitions between the dates
-  (default: all the source's data); alstm_model for the vintage ``DAY`` (default: the fixed
-  Qlib split serving from 2017-01-01).
+- ``run [--select SELECTION] [--start DATE] [--end DATE] [--vintage DAY] [--feature-set NAME]``:
+  materialise the selected assets (default everything the configuration needs) over the
+  weekday partitions between the dates (default: all the source's data); alstm_model for the
+  vintage ``DAY`` (default: the fixed Qlib split serving from 2017-01-01). ``--feature-set
+  alpha360`` runs Qlib's Alpha360 configuration instead of Alpha158's (docs/alpha360.md).
 - ``retrain [--as-of DATE]``: what the daily_retrain schedule does on that evening.
 - ``evaluate-rolling [--start DATE] [--end DATE] [--step N]``: RollingGen over a test
   period: one vintage per N trading days, then predictions, IC and the backtest.
@@ -43,6 +44,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--start", help="first day of the partition range (default: the source's first day)")
     run.add_argument("--end", help="last day of the partition range (default: the source's last day)")
     run.add_argument("--vintage", help="alstm_model partition: the first day the model serves (default: 2017-01-01, the fixed split)")
+    run.add_argument("--feature-set", default="alpha158_ts",
+                     help='"alpha158_ts" (default: Alpha158, 20-day windows) or "alpha360" (Alpha360 flat rows)')
     retrain = commands.add_parser("retrain", help="what daily_retrain does on the evening of a date")
     retrain.add_argument("--as-of", help="evaluation date, YYYY-MM-DD (default: today in ALSTM_PIPELINE_TIMEZONE)")
     rolling = commands.add_parser("evaluate-rolling", help="RollingGen vintages over a test period, then predictions, IC, backtest")
@@ -98,7 +101,21 @@ def _announce(step) -> None:
     print(f"alstm-pipeline: run of {names}", flush=True)
 
 
-def run(select: str, start: str | None, end: str | None, vintage: str | None) -> int:
+def configuration_selection(select: str, feature_set: str) -> tuple[str, dict]:
+    """The selection and run config of one configuration: ``*`` leaves out the other
+    configuration's feature table (computing it would cost a whole backfill nothing reads);
+    alstm_model and predictions get the feature set."""
+    from alstm_pipeline import feature_sets
+
+    chosen = feature_sets.get(feature_set)
+    if select.strip() == "*":
+        others = [fs.table for fs in feature_sets.FEATURE_SETS.values() if fs.table != chosen.table]
+        select = " and ".join(["*", *(f"not key:{table}" for table in others)])
+    config = {"ops": {name: {"config": {"feature_set": chosen.name}} for name in ("alstm_model", "predictions")}}
+    return select, config
+
+
+def run(select: str, start: str | None, end: str | None, vintage: str | None, feature_set: str = "alpha158_ts") -> int:
     from alstm_pipeline.definitions import build_definitions
     from alstm_pipeline.defs.model import TEST_START
     from alstm_pipeline.defs.partitions import WEEKDAYS
@@ -106,12 +123,13 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None) ->
     from alstm_pipeline.runner import materialize
 
     settings = load_settings()
+    select, run_config = configuration_selection(select, feature_set)
     first, last = weekday_range(WEEKDAYS.get_partition_keys(), start, end)
-    print(f"alstm-pipeline: {select!r} over {first}..{last} of {settings.source}", flush=True)
+    print(f"alstm-pipeline: {select!r} over {first}..{last} of {settings.source} ({feature_set})", flush=True)
     print(f"alstm-pipeline: warehouse {settings.warehouse_path}, instance {settings.dagster_home}", flush=True)
     began = time.perf_counter()
     results = materialize(build_definitions(), select, open_instance(settings), (first, last),
-                          vintage or TEST_START, on_step=_announce)
+                          vintage or TEST_START, run_config=run_config, on_step=_announce)
     status = _report(results, began)
     if status == 0:
         print_summary(settings)
@@ -196,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         if args.command == "run":
-            return run(args.select, args.start, args.end, args.vintage)
+            return run(args.select, args.start, args.end, args.vintage, args.feature_set)
         if args.command == "retrain":
             return retrain(args.as_of)
         if args.command == "evaluate-rolling":
