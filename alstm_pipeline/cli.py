@@ -161,7 +161,8 @@ def retrain(as_of: str | None) -> int:
                           vintage=request.partition_key, run_config=request.run_config)
     status = _report(results, began)
     known = registry.read_registry(store)
-    mine = known[known["vintage"] == request.partition_key]
+    # retrain trains the default configuration; an Alpha360 vintage of the same day is not its outcome
+    mine = known[(known["vintage"] == request.partition_key) & (known["feature_set"] == "alpha158_ts")]
     if len(mine):
         row = mine.sort_values("created_at").iloc[-1]
         print(f"  vintage {row['vintage']}: {row['version']} {row['status']}, trained through "

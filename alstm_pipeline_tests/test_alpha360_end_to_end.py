@@ -236,3 +236,20 @@ def test_cli_selection_leaves_out_the_other_feature_table(pipeline):
     assert configuration_selection("predictions", "alpha360")[0] == "predictions"  # an explicit selection is kept
     with pytest.raises(ValueError, match="unknown feature set 'alpha359'"):
         configuration_selection("*", "alpha359")
+
+
+def test_an_alpha360_vintage_does_not_delay_the_scheduled_alpha158_retrain(tmp_path):
+    from alstm_pipeline import vintages
+    from alstm_pipeline.defs.automation import retrain_request
+    from alstm_pipeline.settings import load_settings
+    from alstm_pipeline_tests.test_automation import _labelled_warehouse
+
+    settings = load_settings()
+    days = pd.bdate_range("2010-01-04", "2019-06-28")
+    store = _labelled_warehouse(tmp_path, days)
+    plan = vintages.rolling_plan("2019-07-01", days, settings.train_days, settings.valid_days, settings.trunc_days)
+    row = {"version": "v360", "vintage": "2019-07-01", "feature_set": "alpha360", **plan.to_dict(),
+           "created_at": pd.Timestamp("2019-06-28 20:00"), "status": "promoted", "checkpoint": "unused", "sha256": "0" * 64}
+    registry.register_vintage(store, row, pd.DataFrame({"feature": ["CLOSE0"], "median": [1.0], "scale": [1.0]}))
+    # An Alpha158 vintage serving from 07-01 would make 07-03 too early; Alpha360's does not.
+    assert retrain_request(store, pd.Timestamp("2019-07-03"), settings).partition_key == "2019-07-04"
