@@ -1,9 +1,10 @@
 """``alstm-pipeline``: the headless entry point, recording every run in the home's Dagster instance.
 
-- ``run [--select SELECTION] [--start DATE] [--end DATE] [--vintage DAY]``: materialise the
-  selected assets (default everything) over the weekday partitions between the dates
-  (default: all the source's data); alstm_model for the vintage ``DAY`` (default: the fixed
-  Qlib split serving from 2017-01-01).
+- ``run [--select SELECTION] [--start DATE] [--end DATE] [--vintage DAY] [--feature-set NAME]``:
+  materialise the selected assets (default everything the configuration needs) over the
+  weekday partitions between the dates (default: all the source's data); alstm_model for the
+  vintage ``DAY`` (default: the fixed Qlib split serving from 2017-01-01). ``--feature-set
+  alpha360`` runs Qlib's Alpha360 configuration instead of Alpha158's (docs/alpha360.md).
 - ``run --qlib-config WORKFLOW.yaml``: what ``qrun WORKFLOW.yaml`` does, from a Qlib ALSTM
   workflow file: its data, market, handler windows, model kwargs, segments and backtest
   (a key the pipeline cannot honour stops it before anything runs, all such keys listed).
@@ -62,6 +63,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     export.add_argument("--start", help="first day (default: the first stored)")
     export.add_argument("--end", help="last day (default: the last stored)")
     export.add_argument("--out", help="file (predictions, labels) or folder (backtest); default under $ALSTM_PIPELINE_HOME/exports")
+    run.add_argument("--feature-set", default="alpha158_ts",
+                     help='"alpha158_ts" (default: Alpha158, 20-day windows) or "alpha360" (Alpha360 flat rows)')
     retrain = commands.add_parser("retrain", help="what daily_retrain does on the evening of a date")
     retrain.add_argument("--as-of", help="evaluation date, YYYY-MM-DD (default: today in ALSTM_PIPELINE_TIMEZONE)")
     rolling = commands.add_parser("evaluate-rolling", help="RollingGen vintages over a test period, then predictions, IC, backtest")
@@ -117,8 +120,22 @@ def _announce(step) -> None:
     print(f"alstm-pipeline: run of {names}", flush=True)
 
 
-def run(select: str, start: str | None, end: str | None, vintage: str | None, run_config: dict | None = None,
-        summary_start: str | None = None) -> int:
+def configuration_selection(select: str, feature_set: str) -> tuple[str, dict]:
+    """The selection and run config of one configuration: ``*`` leaves out the other
+    configuration's feature table (computing it would cost a whole backfill nothing reads);
+    alstm_model and predictions get the feature set."""
+    from alstm_pipeline import feature_sets
+
+    chosen = feature_sets.get(feature_set)
+    if select.strip() == "*":
+        others = [fs.table for fs in feature_sets.FEATURE_SETS.values() if fs.table != chosen.table]
+        select = " and ".join(["*", *(f"not key:{table}" for table in others)])
+    config = {"ops": {name: {"config": {"feature_set": chosen.name}} for name in ("alstm_model", "predictions")}}
+    return select, config
+
+
+def run(select: str, start: str | None, end: str | None, vintage: str | None, feature_set: str = "alpha158_ts",
+        run_config: dict | None = None, summary_start: str | None = None) -> int:
     from alstm_pipeline.definitions import build_definitions
     from alstm_pipeline.defs.model import TEST_START
     from alstm_pipeline.defs.partitions import WEEKDAYS
@@ -126,8 +143,14 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None, ru
     from alstm_pipeline.runner import materialize
 
     settings = load_settings()
+    select, configuration = configuration_selection(select, feature_set)
+    # A workflow's own op configs win over the configuration defaults, key by key.
+    ops = configuration["ops"]
+    for name, op in (run_config or {}).get("ops", {}).items():
+        ops[name] = {"config": {**ops.get(name, {}).get("config", {}), **op["config"]}}
+    run_config = {"ops": ops}
     first, last = weekday_range(WEEKDAYS.get_partition_keys(), start, end)
-    print(f"alstm-pipeline: {select!r} over {first}..{last} of {settings.source}", flush=True)
+    print(f"alstm-pipeline: {select!r} over {first}..{last} of {settings.source} ({feature_set})", flush=True)
     print(f"alstm-pipeline: warehouse {settings.warehouse_path}, instance {settings.dagster_home}", flush=True)
     began = time.perf_counter()
     results = materialize(build_definitions(), select, open_instance(settings), (first, last),
@@ -306,7 +329,8 @@ def retrain(as_of: str | None) -> int:
                           vintage=request.partition_key, run_config=request.run_config)
     status = _report(results, began)
     known = registry.read_registry(store)
-    mine = known[known["vintage"] == request.partition_key]
+    # retrain trains the default configuration; an Alpha360 vintage of the same day is not its outcome
+    mine = known[(known["vintage"] == request.partition_key) & (known["feature_set"] == "alpha158_ts")]
     if len(mine):
         row = mine.sort_values("created_at").iloc[-1]
         print(f"  vintage {row['vintage']}: {row['version']} {row['status']}, trained through "
@@ -365,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             return run_workflow(args.qlib_config, args.select)
         if args.command == "run":
-            return run(args.select, args.start, args.end, args.vintage)
+            return run(args.select, args.start, args.end, args.vintage, args.feature_set)
         if args.command == "qlib-config":
             return print_run_config(args.workflow)
         if args.command == "export":

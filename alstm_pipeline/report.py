@@ -8,7 +8,7 @@ from alstm_pipeline.evaluation import ic_summary, risk_analysis
 from alstm_pipeline.settings import Settings
 from alstm_pipeline.warehouse import Warehouse, registry, tables
 
-SUMMARY_TABLES = ("raw_ohlcv", "alpha158_features", "labels", "predictions", "ic_daily", "backtest_daily")
+SUMMARY_TABLES = ("raw_ohlcv", "alpha158_features", "alpha360_features", "labels", "predictions", "ic_daily", "backtest_daily")
 DEFAULT_PERIOD_START = "2017-01-01"
 
 
@@ -28,7 +28,7 @@ def print_summary(settings: Settings, start=None, end=None) -> None:
     if len(known):
         print(f"\nmodel_registry ({len(known)} vintages; a day is scored by the newest promoted one serving from it or earlier):")
         for row in known.tail(8).itertuples():
-            print(f"  {row.vintage}  {row.version}  {row.status:<10} trained through {row.trained_through.date()}  "
+            print(f"  {row.vintage}  {row.feature_set:<11} {row.version}  {row.status:<10} trained through {row.trained_through.date()}  "
                   f"{row.checkpoint}")
 
     start = pd.Timestamp(start or DEFAULT_PERIOD_START)

@@ -73,22 +73,24 @@ def test_webserver_stops_without_orphans(ui_answers):
 def test_ui_shows_the_whole_graph_with_partitioned_lineage(ui_answers):
     nodes, *_ = ui_answers
     assert set(nodes) == {
-        "universe", "raw_ohlcv", "trading_calendar", "alpha158_features", "labels", "alstm_model",
+        "universe", "raw_ohlcv", "trading_calendar", "alpha158_features", "alpha360_features", "labels", "alstm_model",
         "predictions", "ic_daily", "backtest_daily",
     }
     partitioned = {name for name, node in nodes.items() if node["isPartitioned"]}
-    assert partitioned == {"raw_ohlcv", "alpha158_features", "labels", "alstm_model", "predictions", "ic_daily"}
+    assert partitioned == {"raw_ohlcv", "alpha158_features", "alpha360_features", "labels", "alstm_model", "predictions", "ic_daily"}
     assert _upstream(nodes["raw_ohlcv"]) == {"universe": None}
     # Lookback and look-ahead are time-window mappings with offsets (which raw days are read).
     assert _upstream(nodes["alpha158_features"])["raw_ohlcv"] == "TimeWindowPartitionMapping"
+    assert _upstream(nodes["alpha360_features"])["raw_ohlcv"] == "TimeWindowPartitionMapping"
     assert _upstream(nodes["labels"])["raw_ohlcv"] == "TimeWindowPartitionMapping"
 
 
 def test_lineage_of_predictions(ui_answers):
     nodes, *_ = ui_answers
     upstream = _upstream(nodes["predictions"])
-    assert set(upstream) == {"alpha158_features", "alstm_model"}
-    assert upstream["alpha158_features"] == "TimeWindowPartitionMapping"
+    # Either feature table can feed the scores (PredictionsConfig.feature_set).
+    assert set(upstream) == {"alpha158_features", "alpha360_features", "alstm_model"}
+    assert upstream["alpha158_features"] == upstream["alpha360_features"] == "TimeWindowPartitionMapping"
     downstream = {"/".join(key["path"]) for key in nodes["predictions"]["dependedByKeys"]}
     assert downstream == {"ic_daily", "backtest_daily"}
 

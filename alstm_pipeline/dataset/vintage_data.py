@@ -67,11 +67,16 @@ def inference_samples(
 def validation_figures(scores: np.ndarray, samples: SampleSet) -> tuple[float, float]:
     """(MSE, mean daily IC) of ``scores`` against the samples' learn labels: the loss Qlib
     early-stops on (§7.2) and the IC of the same rows, for the promotion gate."""
-    target = samples.labels[samples.index[:, -1]].numpy()
+    return score_figures(scores, samples.labels[samples.index[:, -1]].numpy(), samples.dates)
+
+
+def score_figures(scores: np.ndarray, target: np.ndarray, dates: np.ndarray) -> tuple[float, float]:
+    """(MSE, mean daily IC) of per-sample ``scores`` against their learn labels ``target``
+    on ``dates``; shared by the TS windows and the flat rows of Alpha360."""
     known = ~np.isnan(target)
     if not known.any():
         return float("nan"), float("nan")
     loss = float(np.mean((scores[known].astype(np.float64) - target[known]) ** 2))
-    frame = pd.DataFrame({"date": samples.dates[known], "score": scores[known].astype(np.float64), "label": target[known]})
+    frame = pd.DataFrame({"date": dates[known], "score": scores[known].astype(np.float64), "label": target[known]})
     daily = frame.groupby("date").apply(lambda day: day["score"].corr(day["label"]), include_groups=False)
     return loss, float(daily.mean())

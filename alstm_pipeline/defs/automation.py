@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pandas as pd
 
-from alstm_pipeline import vintages
+from alstm_pipeline import feature_sets, vintages
 from alstm_pipeline.defs.features import alpha158_features, labels
 from alstm_pipeline.defs.ingest import raw_ohlcv, trading_calendar
 from alstm_pipeline.defs.model import alstm_model
@@ -91,7 +91,8 @@ def retrain_request(store: Warehouse, as_of: pd.Timestamp, settings: Settings = 
         return dg.SkipReason("no labelled day in the warehouse yet: run the main job (alstm-pipeline run) first")
     key = vintages.vintage_key(as_of + pd.offsets.BDay(1))
     calendar = tables.read_calendar(store)
-    known = registry.read_registry(store)
+    # The schedule retrains the default configuration: only its vintages set the cadence.
+    known = feature_sets.of_feature_set(registry.read_registry(store), feature_sets.DEFAULT_FEATURE_SET)
     promoted = known[known["status"] == "promoted"]
     if len(promoted):
         newest = pd.Timestamp(promoted["serves_from"].max())

@@ -16,18 +16,15 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from alstm_pipeline import quality, vintages
-from alstm_pipeline.dataset import ALSTM_FEATURES
-from alstm_pipeline.dataset.vintage_data import features_start, training_sets, validation_figures, validation_samples
-from alstm_pipeline.defs.features import alpha158_features, labels
+from alstm_pipeline import feature_sets, quality, vintages
+from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.partitions import VINTAGES
 from alstm_pipeline.defs.resources import ModelStoreResource, WarehouseResource
-from alstm_pipeline.model import TrainConfig, load_checkpoint, plot_losses, predict, save_checkpoint, train_seeds
+from alstm_pipeline.model import TrainConfig, load_checkpoint, plot_losses, save_checkpoint
 from alstm_pipeline.model.ensemble import members_of
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.warehouse import registry, tables
 
-FEATURE_TABLE = "alpha158_features"
 # Qlib's benchmark split (workflow_config_alstm_Alpha158.yaml adapted to the sample's years).
 TEST_START = "2017-01-01"
 # MLflow experiment of runs that name none (Qlib's default experiment_name).
@@ -38,6 +35,7 @@ _SETTINGS = load_settings()
 class AlstmModelConfig(dg.Config):
     """Windows, hyper-parameters and promotion gate of one vintage (launchpad form)."""
 
+    feature_set: str = Field(default=feature_sets.DEFAULT_FEATURE_SET, description='"alpha158_ts" (Alpha158, 20-day windows) or "alpha360" (Alpha360 flat rows, pytorch_alstm.py)')
     mode: str = Field(default="fixed", description='"fixed": the split below (Qlib benchmark); "rolling": RollingGen windows ending before the vintage')
     train_start: str = Field(default="2008-01-01", description="fixed: first train day")
     train_end: str = Field(default="2014-12-31", description="fixed: last train day")
@@ -80,7 +78,7 @@ class AlstmModelConfig(dg.Config):
             overrides["n_epochs"] = self.n_epochs
         if self.early_stop:
             overrides["early_stop"] = self.early_stop
-        return TrainConfig.profile(self.profile, **overrides)
+        return feature_sets.get(self.feature_set).train_config(self.profile, **overrides)
 
     def plan(self, key: str, calendar: pd.DatetimeIndex) -> vintages.VintagePlan:
         if self.mode == "rolling":
@@ -110,7 +108,9 @@ def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
     # A vintage reads the days of its own windows, which only its plan knows: the mapping
     # from vintages to days is "all" in the graph, and the windows are in its metadata.
     deps=[dg.AssetDep(alpha158_features, partition_mapping=dg.AllPartitionMapping()),
-          dg.AssetDep(labels, partition_mapping=dg.AllPartitionMapping()), "trading_calendar", "universe"],
+          dg.AssetDep(labels, partition_mapping=dg.AllPartitionMapping()),
+          # Either feature table can feed a vintage (config feature_set; its metadata says which).
+          dg.AssetDep(alpha360_features, partition_mapping=dg.AllPartitionMapping()), "trading_calendar", "universe"],
     check_specs=[dg.AssetCheckSpec(
         "promotion_gate", asset="alstm_model", blocking=True,
         description="validation loss and IC against the vintage in force: a failing vintage is registered as rejected and never serves",
@@ -125,20 +125,24 @@ def alstm_model(
     registered in model_registry with its normaliser; the promotion gate decides whether
     it serves."""
     key = context.partition_key
+    try:
+        fs = feature_sets.get(config.feature_set)
+    except ValueError as error:
+        raise dg.Failure(f"alstm_model {key}: {error}", allow_retries=False) from None
     store = warehouse.get(context.log.info)
     calendar = tables.read_calendar(store)
     try:
         plan = config.plan(key, calendar)
     except vintages.VintageError as error:
         raise dg.Failure(f"alstm_model {key}: {error}") from None
-    first = features_start(calendar, plan)
-    features = tables.read_model_features(store, FEATURE_TABLE, list(ALSTM_FEATURES), first, plan.valid_end)
+    first = fs.features_start(calendar, plan)
+    features = tables.read_model_features(store, fs.table, list(fs.columns), first, plan.valid_end)
     label = tables.read_labels(store, first, plan.valid_end)
-    stats, train, valid = training_sets(features, label, calendar, plan)
-    context.log.info(f"alstm_model {key}: train {plan.train_start}..{plan.train_end} ({len(train)} samples), "
+    stats, train, valid = fs.training_sets(features, label, calendar, plan)
+    context.log.info(f"alstm_model {key} ({fs.name} from {fs.table}): train {plan.train_start}..{plan.train_end} ({len(train)} samples), "
                      f"valid {plan.valid_start}..{plan.valid_end} ({len(valid)}), trained through {plan.trained_through}")
 
-    known = registry.read_registry(store)
+    known = feature_sets.of_feature_set(registry.read_registry(store), fs.name)
     incumbent = vintages.in_force(known, key)
     settings = config.train_config()
     initials, warm_from = None, None
@@ -151,16 +155,16 @@ def alstm_model(
             context.log.info(f"warm start from {warm_from}")
         else:
             context.log.warning(f"warm start skipped: the vintage in force {incumbent['version']} saw data after {plan.trained_through}")
-    result = train_seeds(train, valid, settings, log=context.log.info, initial_models=initials)
-    card = result.card(data_ranges={"vintage": key, **plan.to_dict()})
+    result = fs.train(train, valid, settings, log=context.log.info, initial_models=initials)
+    card = result.card(data_ranges={"vintage": key, "feature_set": fs.name, **plan.to_dict()})
 
-    candidate_loss, candidate_ic = validation_figures(predict(result.predictor, valid), valid)
+    candidate_loss, candidate_ic = fs.validation_figures(fs.predict(result.predictor, valid), valid)
     incumbent_loss = incumbent_ic = None
     if incumbent is not None:
         old_model, _ = load_checkpoint(incumbent["checkpoint"])
-        old_valid = validation_samples(features, label, calendar, registry.read_normalizer(store, incumbent["version"]),
-                                       plan.valid_start, plan.valid_end)
-        incumbent_loss, incumbent_ic = validation_figures(predict(old_model, old_valid), old_valid)
+        old_valid = fs.validation_samples(features, label, calendar, registry.read_normalizer(store, incumbent["version"]),
+                                          plan.valid_start, plan.valid_end)
+        incumbent_loss, incumbent_ic = fs.validation_figures(fs.predict(old_model, old_valid), old_valid)
     decision = vintages.promotion_gate(candidate_loss, candidate_ic, incumbent_loss, incumbent_ic,
                                        config.gate_max_loss_increase, config.gate_max_ic_drop)
 
@@ -180,7 +184,7 @@ def alstm_model(
     (final / "losses.png").write_bytes(png)
     saved_card = json.loads((final / "card.json").read_text())
     registry.register_vintage(store, {
-        "version": card["version"], "vintage": key, **plan.to_dict(),
+        "version": card["version"], "vintage": key, "feature_set": fs.name, **plan.to_dict(),
         "created_at": pd.Timestamp(card["created_utc"]).tz_convert(None),
         "status": "promoted" if decision.passed else "rejected", "gate_reason": decision.reason,
         "checkpoint": str(final), "sha256": saved_card["weights_sha256"],
@@ -199,6 +203,8 @@ def alstm_model(
     return dg.MaterializeResult(
         metadata={
             "version": card["version"],
+            "feature_set": fs.name,
+            "feature_table": fs.table,
             "status": "promoted" if decision.passed else "rejected",
             "trained_through": plan.trained_through,
             "windows": dg.MetadataValue.json(plan.to_dict()),

@@ -18,7 +18,7 @@ import dagster as dg
 import pandas as pd
 
 from alstm_pipeline.dataset import STEP_LEN
-from alstm_pipeline.features import LABEL_LOOKAHEAD_ROWS, LOOKBACK_ROWS
+from alstm_pipeline.features import ALPHA360_LOOKBACK_ROWS, LABEL_LOOKAHEAD_ROWS, LOOKBACK_ROWS
 from alstm_pipeline.settings import FALLBACK_START, Settings, load_settings
 from alstm_pipeline.sources import peek_date_bounds
 
@@ -50,6 +50,8 @@ class TradingDaySpan:
 
 # Alpha158's longest window is 60 rows plus the Ref(…,1) inside it (§3).
 FEATURE_LOOKBACK = TradingDaySpan(LOOKBACK_ROWS)
+# Alpha360's oldest lag is Ref(x, 59) (docs/alpha360.md).
+ALPHA360_LOOKBACK = TradingDaySpan(ALPHA360_LOOKBACK_ROWS)
 # LABEL0 of D needs the closes of D+1 and D+2 (§4).
 LABEL_LOOKAHEAD = TradingDaySpan(LABEL_LOOKAHEAD_ROWS, ahead=True)
 # A day's score reads its 20-day window of features (§6).

@@ -8,12 +8,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from alstm_pipeline import quality, vintages
-from alstm_pipeline.dataset import ALSTM_FEATURES
-from alstm_pipeline.dataset.vintage_data import history_start, inference_samples
-from alstm_pipeline.defs.features import alpha158_features, labels
+from alstm_pipeline import feature_sets, quality, vintages
+from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.ingest import raw_ohlcv
-from alstm_pipeline.defs.model import FEATURE_TABLE, MLFLOW_EXPERIMENT, TEST_START, alstm_model
+from alstm_pipeline.defs.model import MLFLOW_EXPERIMENT, TEST_START, alstm_model
 from alstm_pipeline.defs.partitions import WEEKDAYS, WINDOW_LOOKBACK, window_dates
 from alstm_pipeline.defs.resources import MarketDataResource, WarehouseResource
 from alstm_pipeline.evaluation import (
@@ -51,23 +49,25 @@ def _days_text(days) -> str:
     return shown + (f" … ({len(days)} days)" if len(days) > 10 else "")
 
 
-def _vintage_samples(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str):
+def _vintage_samples(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str,
+                     fs: feature_sets.FeatureSet):
     """The samples of ``days`` as a vintage sees them: normalised with its own statistics."""
     stats = registry.read_normalizer(store, version)
-    features = tables.read_model_features(store, FEATURE_TABLE, list(ALSTM_FEATURES), history_start(calendar, days[0]), days[-1])
+    features = tables.read_model_features(store, fs.table, list(fs.columns), fs.history_start(calendar, days[0]), days[-1])
     missing = days.difference(pd.DatetimeIndex(features["date"].unique()))
     if len(missing):
-        raise dg.Failure(f"predictions: no alpha158_features rows for {_days_text(missing)}. "
-                         "Fix: materialise alpha158_features for these days first.", allow_retries=False)
-    return inference_samples(features, stats, calendar, days[0], days[-1])
+        raise dg.Failure(f"predictions: no {fs.table} rows for {_days_text(missing)}. "
+                         f"Fix: materialise {fs.table} for these days first.", allow_retries=False)
+    return fs.inference_samples(features, stats, calendar, days[0], days[-1])
 
 
-def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str, checkpoint: str) -> pd.DataFrame:
+def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str, checkpoint: str,
+               fs: feature_sets.FeatureSet) -> pd.DataFrame:
     """Scores of every universe row of ``days`` by one vintage (the mean of its seeds)."""
     model, _ = load_checkpoint(checkpoint)
-    samples = _vintage_samples(store, calendar, days, version)
+    samples = _vintage_samples(store, calendar, days, version, fs)
     frame = pd.DataFrame({"date": samples.dates, "instrument": samples.instruments,
-                          "score": predict(model, samples), "model_version": version})
+                          "score": fs.predict(model, samples), "model_version": version})
     return frame[frame["date"].isin(days)]
 
 
@@ -82,10 +82,16 @@ def seed_scores(store: Warehouse, first: pd.Timestamp, last: pd.Timestamp) -> di
         if len(card.get("seeds", [])) < 2:
             return {}
         days = calendar[(calendar >= row.first_day) & (calendar <= row.last_day)]
-        samples = _vintage_samples(store, calendar, days, row.model_version)
+        fs = feature_sets.get(str(known.loc[row.model_version, "feature_set"]))
+        samples = _vintage_samples(store, calendar, days, row.model_version, fs)
         for seed, scores in predict_per_seed(model, samples).items():
             parts.setdefault(seed, []).append(pd.DataFrame({"date": samples.dates, "instrument": samples.instruments, "score": scores}))
     return {seed: pd.concat(frames, ignore_index=True) for seed, frames in parts.items()}
+
+
+class PredictionsConfig(dg.Config):
+    feature_set: str = Field(default=feature_sets.DEFAULT_FEATURE_SET,
+                             description='which configuration scores: "alpha158_ts" or "alpha360" (only its vintages serve)')
 
 
 @dg.asset(
@@ -96,30 +102,37 @@ def seed_scores(store: Warehouse, first: pd.Timestamp, last: pd.Timestamp) -> di
     # Which vintage scores a day is decided from model_registry at run time (the newest
     # promoted one serving from that day or earlier): every vintage is a possible parent.
     deps=[dg.AssetDep(alpha158_features, partition_mapping=WINDOW_LOOKBACK.mapping()),
-          dg.AssetDep(alstm_model, partition_mapping=dg.AllPartitionMapping())],
+          dg.AssetDep(alstm_model, partition_mapping=dg.AllPartitionMapping()),
+          # Either feature table can feed the scores (config feature_set): Alpha158's 20-day
+          # windows read back, an Alpha360 row is the day's own (its lags are columns).
+          dg.AssetDep(alpha360_features, partition_mapping=dg.TimeWindowPartitionMapping())],
     metadata={"dagster/table_name": "predictions"},
 )
-def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Score of every universe instrument on each day from its 20-day window ending that
     day (§6, §7.3), by the newest promoted vintage that serves from that day or earlier
     (so it was trained only on earlier days). Re-running a day reproduces its scores
     whatever was trained since; a day no vintage may score is left unscored and named."""
+    try:
+        fs = feature_sets.get(config.feature_set)
+    except ValueError as error:
+        raise dg.Failure(f"predictions: {error}", allow_retries=False) from None
     start, end = window_dates(context)
     store = warehouse.get(context.log.info)
     calendar = tables.read_calendar(store)
     days = calendar[(calendar >= start) & (calendar <= end)]
-    known = registry.read_registry(store)
+    known = feature_sets.of_feature_set(registry.read_registry(store), fs.name)
     chosen = vintages.serving_versions(days, known)
     unscored = chosen[chosen.isna()].index
     parts = [_empty_predictions()]
     for version, group in chosen.dropna().groupby(chosen.dropna()):
         checkpoint = known.loc[known["version"] == version, "checkpoint"].iloc[0]
-        parts.append(score_days(store, calendar, pd.DatetimeIndex(group.index), str(version), checkpoint))
+        parts.append(score_days(store, calendar, pd.DatetimeIndex(group.index), str(version), checkpoint, fs))
     scored = pd.concat(parts, ignore_index=True).sort_values(["date", "instrument"], ignore_index=True)
     scored["score"] = scored["score"].astype("float32")
     rows = tables.write_predictions(store, scored, start, end)
     if len(unscored):
-        context.log.warning(f"predictions: no promoted vintage may score {_days_text(unscored)} "
+        context.log.warning(f"predictions: no promoted {fs.name} vintage may score {_days_text(unscored)} "
                             "(every vintage serves from a later day); these days stay unscored")
     used = scored.groupby("model_version")["date"].agg(["min", "max", "nunique"]).reset_index()
     used.columns = ["model_version", "first_day", "last_day", "days"]
@@ -128,6 +141,8 @@ def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource)
         "dagster/row_count": rows,
         "trading_days": len(days),
         "days_without_vintage": len(unscored),
+        "feature_set": fs.name,
+        "feature_table": fs.table,
         "vintages": dg.MetadataValue.md(quality.as_markdown(used)),
     })
 

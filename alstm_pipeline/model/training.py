@@ -74,6 +74,11 @@ class TrainResult:
         return self.config.seed
 
     @property
+    def predictor(self) -> ALSTMModel:
+        """What to save and score with (as SeedsResult.predictor): the model itself."""
+        return self.model
+
+    @property
     def best_valid_loss(self) -> float:
         return self.valid_losses[self.best_epoch]
 
