@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dagster as dg
+import pandas as pd
 
 RUN_JOB = "alstm_pipeline_run"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -108,10 +109,17 @@ def materialize(
     """Run ``select`` as consecutive runs (see ``plan_runs``); stops at the first failure.
     Returns the results of the runs made."""
     results = []
+    after_vintage = False
     for step in plan_runs(defs, parse_selection(select)):
         if on_step is not None:
             on_step(step)
-        result = execute_step(defs, step, instance, weekday_range, vintage, run_config, log_level, tags)
+        days = weekday_range
+        if after_vintage and vintage is not None and days is not None and days[0] < vintage:
+            # The days after a vintage's run are the days it scores: none before its first day.
+            first = pd.offsets.BDay().rollforward(pd.Timestamp(vintage)).strftime("%Y-%m-%d")  # weekday keys only
+            days = (first, days[1]) if first <= days[1] else days
+        result = execute_step(defs, step, instance, days, vintage, run_config, log_level, tags)
+        after_vintage = after_vintage or step.partitioned_by == "vintages"
         results.append(result)
         if not result.success:
             break
