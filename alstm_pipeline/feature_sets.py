@@ -18,19 +18,46 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from alstm_pipeline.dataset import ALSTM_FEATURES
-from alstm_pipeline.dataset import vintage_data
+from typing import TYPE_CHECKING
+
 from alstm_pipeline.dataset.data_keys import infer_frame, learn_frame
-from alstm_pipeline.dataset.processing import apply_normalizer, fit_normalizer, process_label
+from alstm_pipeline.dataset.processing import ALSTM_FEATURES, apply_normalizer, fit_normalizer, process_label
 from alstm_pipeline.features import ALPHA360_NAMES
-from alstm_pipeline.model import ALPHA360_PROFILE, PROFILES, TrainConfig, predict, train_seeds
-from alstm_pipeline.model.training_flat import FlatSet, flat_set, predict_flat, train_alstm_flat
+
+if TYPE_CHECKING:
+    from alstm_pipeline.model import TrainConfig
+    from alstm_pipeline.model.training_flat import FlatSet
+
+# Torch-backed modules (windows, the model) are imported by the methods that use them:
+# the Dagster definitions import this module and load without torch (issue: < 3 s).
+
+
+def _flat_set(frame, columns):
+    from alstm_pipeline.model.training_flat import flat_set
+
+    return flat_set(frame, columns)
+
+
+def _vintage_data():
+    from alstm_pipeline.dataset import vintage_data
+
+    return vintage_data
 
 DEFAULT_FEATURE_SET = "alpha158_ts"
 
-# The Alpha360 analogue of the "quick" profile (same cap, patience and skipped train
-# scoring as QUICK_PROFILE); "benchmark" is the YAML: 200 epochs, early stop 20.
-ALPHA360_QUICK_PROFILE = replace(ALPHA360_PROFILE, n_epochs=20, early_stop=5, score_train=False)
+
+def _ts_profiles() -> dict[str, TrainConfig]:
+    from alstm_pipeline.model import PROFILES
+
+    return dict(PROFILES)
+
+
+def _alpha360_profiles() -> dict[str, TrainConfig]:
+    from alstm_pipeline.model import ALPHA360_PROFILE
+
+    # The Alpha360 analogue of the "quick" profile (same cap, patience and skipped train
+    # scoring as QUICK_PROFILE); "benchmark" is the YAML: 200 epochs, early stop 20.
+    return {"quick": replace(ALPHA360_PROFILE, n_epochs=20, early_stop=5, score_train=False), "benchmark": ALPHA360_PROFILE}
 
 
 def _in(frame: pd.DataFrame, start, end) -> pd.DataFrame:
@@ -45,44 +72,49 @@ class FeatureSet:
     name: str
     table: str  # the feature asset and its table
     columns: tuple[str, ...]  # what the model reads (and the normaliser is fitted on)
-    profiles: dict[str, TrainConfig]
+    profiles: Callable[[], dict[str, TrainConfig]]
 
     def train_config(self, profile: str, **overrides) -> TrainConfig:
-        if profile not in self.profiles:
-            raise ValueError(f"unknown training profile {profile!r} for {self.name}; choose one of {sorted(self.profiles)}")
-        return replace(self.profiles[profile], **overrides)
+        profiles = self.profiles()
+        if profile not in profiles:
+            raise ValueError(f"unknown training profile {profile!r} for {self.name}; choose one of {sorted(profiles)}")
+        return replace(profiles[profile], **overrides)
 
     # The methods below are the Alpha158 TS ones; Alpha360 overrides them.
     def features_start(self, calendar: pd.DatetimeIndex, plan) -> pd.Timestamp:
         """First feature day a vintage ``plan`` reads."""
-        return vintage_data.features_start(calendar, plan)
+        return _vintage_data().features_start(calendar, plan)
 
     def history_start(self, calendar: pd.DatetimeIndex, first_day) -> pd.Timestamp:
         """First feature day that scoring days from ``first_day`` on reads."""
-        return vintage_data.history_start(calendar, first_day)
+        return _vintage_data().history_start(calendar, first_day)
 
     def training_sets(self, features, labels, calendar, plan):
         """(normaliser statistics, train samples, valid samples)."""
-        return vintage_data.training_sets(features, labels, calendar, plan)
+        return _vintage_data().training_sets(features, labels, calendar, plan)
 
     def validation_samples(self, features, labels, calendar, stats, start, end):
         """Learn-side samples of [start, end] normalised with ``stats`` (an incumbent's)."""
-        return vintage_data.validation_samples(features, labels, calendar, stats, start, end)
+        return _vintage_data().validation_samples(features, labels, calendar, stats, start, end)
 
     def inference_samples(self, features, stats, calendar, first_day, last_day):
         """Samples of every universe row of [first_day, last_day], with ``dates`` and ``instruments``."""
-        return vintage_data.inference_samples(features, stats, calendar, first_day, last_day)
+        return _vintage_data().inference_samples(features, stats, calendar, first_day, last_day)
 
     def train(self, train, valid, config: TrainConfig, log: Callable[[str], None], initial_models=None):
         """The seed unit of ``config`` (one model per seed; ``.predictor`` scores with their mean)."""
+        from alstm_pipeline.model import train_seeds
+
         return train_seeds(train, valid, config, log=log, initial_models=initial_models)
 
     def predict(self, model, samples) -> np.ndarray:
+        from alstm_pipeline.model import predict
+
         return predict(model, samples)
 
     def validation_figures(self, scores: np.ndarray, samples) -> tuple[float, float]:
         """(MSE, mean daily IC) on the learn labels: the promotion gate's figures."""
-        return vintage_data.validation_figures(scores, samples)
+        return _vintage_data().validation_figures(scores, samples)
 
 
 @dataclass(frozen=True)
@@ -110,35 +142,39 @@ class FlatFeatureSet(FeatureSet):
         stats = fit_normalizer(features, plan.fit_start, plan.fit_end, columns=self.columns)
         first = self._first_sample_day(plan)
         frame = self._learn(_in(features, first, plan.valid_end), _in(labels, first, plan.valid_end), stats)
-        train = flat_set(_in(frame, plan.train_start, plan.train_end), self.columns)
-        valid = flat_set(_in(frame, plan.valid_start, plan.valid_end), self.columns)
+        train = _flat_set(_in(frame, plan.train_start, plan.train_end), self.columns)
+        valid = _flat_set(_in(frame, plan.valid_start, plan.valid_end), self.columns)
         return stats, train, valid
 
     def validation_samples(self, features, labels, calendar, stats, start, end) -> FlatSet:
-        return flat_set(_in(self._learn(features, labels, stats), start, end), self.columns)
+        return _flat_set(_in(self._learn(features, labels, stats), start, end), self.columns)
 
     def inference_samples(self, features, stats, calendar, first_day, last_day) -> FlatSet:
         processed = apply_normalizer(_in(features, first_day, last_day), stats, self.columns)
         no_label = processed[["instrument", "date"]].assign(LABEL0=np.nan)
-        return flat_set(infer_frame(processed, no_label, self.columns), self.columns)
+        return _flat_set(infer_frame(processed, no_label, self.columns), self.columns)
 
     def train(self, train, valid, config: TrainConfig, log: Callable[[str], None], initial_models=None):
         # Seed units exist for the TS loop only so far (train_seeds); one seed here.
         if len(config.seed_list) > 1:
             raise ValueError("alpha360: seeds (several models per vintage) are not supported yet; train one seed")
+        from alstm_pipeline.model.training_flat import train_alstm_flat
+
         return train_alstm_flat(train, valid, config, log=log, initial_model=(initial_models or [None])[0])
 
     def predict(self, model, samples) -> np.ndarray:
+        from alstm_pipeline.model.training_flat import predict_flat
+
         return predict_flat(model, samples)
 
     def validation_figures(self, scores: np.ndarray, samples: FlatSet) -> tuple[float, float]:
-        return vintage_data.score_figures(scores, np.asarray(samples.labels, dtype=np.float64), samples.dates)
+        return _vintage_data().score_figures(scores, np.asarray(samples.labels, dtype=np.float64), samples.dates)
 
 
 FEATURE_SETS: dict[str, FeatureSet] = {
-    "alpha158_ts": FeatureSet("alpha158_ts", "alpha158_features", tuple(ALSTM_FEATURES), dict(PROFILES)),
+    "alpha158_ts": FeatureSet("alpha158_ts", "alpha158_features", tuple(ALSTM_FEATURES), _ts_profiles),
     "alpha360": FlatFeatureSet("alpha360", "alpha360_features", tuple(ALPHA360_NAMES),
-                               {"quick": ALPHA360_QUICK_PROFILE, "benchmark": ALPHA360_PROFILE}),
+                               _alpha360_profiles),
 }
 
 

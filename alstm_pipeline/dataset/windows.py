@@ -16,7 +16,7 @@ import torch
 from alstm_pipeline.dataset.data_keys import DATA_COLUMNS
 from alstm_pipeline.dataset.processing import ALSTM_FEATURES, LABEL_COLUMN, require_columns
 
-STEP_LEN = 20
+from alstm_pipeline.dataset.constants import STEP_LEN  # noqa: E402 - re-exported here
 
 SampleIds = torch.Tensor | slice | None
 

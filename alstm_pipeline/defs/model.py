@@ -20,8 +20,6 @@ from alstm_pipeline import feature_sets, quality, vintages
 from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.partitions import VINTAGES
 from alstm_pipeline.defs.resources import ModelStoreResource, WarehouseResource
-from alstm_pipeline.model import TrainConfig, load_checkpoint, plot_losses, save_checkpoint
-from alstm_pipeline.model.ensemble import members_of
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.warehouse import registry, tables
 
@@ -65,7 +63,7 @@ class AlstmModelConfig(dg.Config):
     gate_max_ic_drop: float = Field(default=0.02, description="gate: reject if validation IC < in-force IC − this")
     experiment: str = Field(default=MLFLOW_EXPERIMENT, description="MLflow experiment (with the mlflow extra; Qlib's experiment_name)")
 
-    def train_config(self) -> TrainConfig:
+    def train_config(self):
         """The pure training config: the named profile with this run's overrides."""
         overrides = {
             "lr": self.lr, "batch_size": self.batch_size, "hidden_size": self.hidden_size,
@@ -124,6 +122,10 @@ def alstm_model(
     plan, early stopping on its valid window, saved as a safetensors checkpoint and
     registered in model_registry with its normaliser; the promotion gate decides whether
     it serves."""
+    # torch loads with the first model step, not with the definitions (they load in < 3 s).
+    from alstm_pipeline.model import load_checkpoint, plot_losses, save_checkpoint
+    from alstm_pipeline.model.ensemble import members_of
+
     key = context.partition_key
     try:
         fs = feature_sets.get(config.feature_set)

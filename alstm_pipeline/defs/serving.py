@@ -27,7 +27,6 @@ from alstm_pipeline.evaluation import (
     run_topk_dropout,
 )
 from alstm_pipeline.evaluation.seeds import seed_benchmark_table, seed_table_markdown
-from alstm_pipeline.model import load_checkpoint, predict, predict_per_seed
 from alstm_pipeline.sources import SourceDataError
 from alstm_pipeline.warehouse import Warehouse, registry, tables
 
@@ -64,6 +63,8 @@ def _vintage_samples(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.Date
 def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str, checkpoint: str,
                fs: feature_sets.FeatureSet) -> pd.DataFrame:
     """Scores of every universe row of ``days`` by one vintage (the mean of its seeds)."""
+    from alstm_pipeline.model import load_checkpoint  # torch: with the first scoring step, not at load
+
     model, _ = load_checkpoint(checkpoint)
     samples = _vintage_samples(store, calendar, days, version, fs)
     frame = pd.DataFrame({"date": samples.dates, "instrument": samples.instruments,
@@ -74,6 +75,8 @@ def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIn
 def seed_scores(store: Warehouse, first: pd.Timestamp, last: pd.Timestamp) -> dict[object, pd.DataFrame]:
     """seed → that seed's own scores over [first, last], from the vintages that served it;
     empty unless those vintages were trained with several seeds (Qlib's 20-seed protocol)."""
+    from alstm_pipeline.model import load_checkpoint, predict_per_seed
+
     calendar = tables.read_calendar(store)
     known = registry.read_registry(store).set_index("version")
     parts: dict[object, list[pd.DataFrame]] = {}

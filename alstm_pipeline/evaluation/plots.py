@@ -6,19 +6,24 @@ so plotting is safe in worker threads and needs no display.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import io
 
 import pandas as pd
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-from matplotlib.figure import Figure
 
 from alstm_pipeline.evaluation.backtest import BacktestResult
+
+if TYPE_CHECKING:  # matplotlib loads on the first plot, not when the package is imported
+    from matplotlib.figure import Figure
+
 
 __all__ = ["plot_equity", "plot_ic"]
 
 
 def plot_ic(ic: pd.Series, rank_ic: pd.Series, rolling_window: int = 20) -> bytes:
     """Daily IC and Rank IC with their rolling means (top) and their cumulative sums (bottom), as PNG."""
+    from matplotlib.figure import Figure
     fig = Figure(figsize=(10, 6), layout="constrained")
     daily, cumulative = fig.subplots(2, 1, sharex=True)
     for series, colour in ((ic, "tab:blue"), (rank_ic, "tab:orange")):
@@ -43,6 +48,7 @@ def plot_ic(ic: pd.Series, rank_ic: pd.Series, rolling_window: int = 20) -> byte
 
 def plot_equity(result: BacktestResult) -> bytes:
     """Cumulative (summed, §9.5 "sum" mode) strategy vs benchmark returns (top) and excess returns (bottom), as PNG."""
+    from matplotlib.figure import Figure
     daily = result.daily
     dates = daily["date"]
     after_cost = daily["return"] - daily["cost"]
@@ -62,6 +68,7 @@ def plot_equity(result: BacktestResult) -> bytes:
 
 
 def _png(fig: Figure) -> bytes:
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     for axes in fig.axes:
         locator = AutoDateLocator()
         axes.xaxis.set_major_locator(locator)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import io
 from collections.abc import Mapping, Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+if TYPE_CHECKING:  # matplotlib loads on the first plot, not when the package is imported
+    from matplotlib.figure import Figure
 
 
 def _curves(source) -> tuple[Sequence[float | None], Sequence[float | None], int | None]:
@@ -32,6 +34,8 @@ def plot_losses(source) -> bytes:
     `source` is a checkpoint card (or any mapping with ``train_losses``/``valid_losses``,
     optional ``best_epoch``) or a TrainResult. Missing values (None/NaN) leave gaps.
     """
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     seed_curves = _seed_curves(source)
     if seed_curves is not None:
         return _plot_seed_curves(seed_curves)
@@ -60,6 +64,8 @@ def plot_losses(source) -> bytes:
 
 def _plot_seed_curves(per_seed: list[dict]) -> bytes:
     """Valid loss per epoch of each seed, its best epoch dotted: early stopping is per seed."""
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     as_float = lambda values: [float("nan") if v is None else float(v) for v in values]  # noqa: E731
     figure = Figure(figsize=(6, 3.5), dpi=100)
     FigureCanvasAgg(figure)
