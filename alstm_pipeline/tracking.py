@@ -59,6 +59,13 @@ def available() -> bool:
     return mlflow is not None
 
 
+def enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the assets log to MLflow: the extra is installed and ``ALSTM_PIPELINE_MLFLOW``
+    is not ``0`` (a deployment that has mlflow for other reasons can switch logging off)."""
+    environ = os.environ if environ is None else environ
+    return available() and environ.get("ALSTM_PIPELINE_MLFLOW", "1") != "0"
+
+
 def tracking_uri(home: str | os.PathLike, environ: Mapping[str, str] | None = None) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the SQLite store under ``<home>/mlruns``."""
     environ = os.environ if environ is None else environ

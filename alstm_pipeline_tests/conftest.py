@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+# Pipeline runs in tests do not log to MLflow (each would create a store, seconds apiece);
+# the modules that check the logging switch it back on (test_qlib_run, test_tracking).
+os.environ.setdefault("ALSTM_PIPELINE_MLFLOW", "0")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("ALSTM_SHARED_DIR", REPO_ROOT.parent / "shared"))
 SHARED_GOLDEN_DIR = SHARED_DIR / "golden"

@@ -40,6 +40,7 @@ def env(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("PROVIDER_DIR", str(provider))
     patch.setenv("ALSTM_PIPELINE_HOME", str(root / "home"))
+    patch.setenv("ALSTM_PIPELINE_MLFLOW", "1")  # this module checks the runs it logs
     for name in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "ALSTM_PIPELINE_START", "ALSTM_PIPELINE_END",
                  "ALSTM_PIPELINE_SOURCE", "ALSTM_PIPELINE_UNIVERSE"):
         patch.delenv(name, raising=False)

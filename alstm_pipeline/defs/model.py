@@ -236,7 +236,7 @@ def _track_training(context, card, png: bytes, plan, decision, warehouse: Wareho
     # every CLI command) should not pay it.
     from alstm_pipeline import tracking
 
-    if not tracking.available():
+    if not tracking.enabled():
         return
     params = {f"window.{name}": value for name, value in plan.to_dict().items()}
     params.update({"vintage": context.partition_key, "gate.status": "promoted" if decision.passed else "rejected"})

@@ -348,7 +348,7 @@ def _track(context, log: str, summary, warehouse: WarehouseResource, experiment:
     tables are already written."""
     from alstm_pipeline import tracking  # mlflow's import takes seconds: only when logging
 
-    if not tracking.available():
+    if not tracking.enabled():
         return
     try:
         run_id = getattr(tracking, log)(summary, dagster_run_id=context.run.run_id, home=warehouse.home, experiment=experiment,
