@@ -203,7 +203,9 @@ def read_scores_and_labels(store: Warehouse, start, end) -> pd.DataFrame:
     """(datetime, instrument, score, LABEL0) of scored rows in [start, end]."""
     return _dates(store.query(
         f"SELECT p.date AS datetime, p.instrument, p.score, l.LABEL0 FROM {PREDICTIONS_TABLE} p "
-        f"JOIN {LABELS_TABLE} l USING (instrument, date) WHERE p.date BETWEEN ? AND ?",
+        # Ordered, so a day's IC sums its pairs in the same order whatever range is read:
+        # a re-run of part of a period gives the same bits as the first run of all of it.
+        f"JOIN {LABELS_TABLE} l USING (instrument, date) WHERE p.date BETWEEN ? AND ? ORDER BY p.date, p.instrument",
         [pd.Timestamp(start).date(), pd.Timestamp(end).date()],
     ), "datetime")
 
