@@ -53,6 +53,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--start", help="first day of the partition range (default: the source's first day)")
     run.add_argument("--end", help="last day of the partition range (default: the source's last day)")
     run.add_argument("--vintage", help="alstm_model partition: the first day the model serves (default: 2017-01-01, the fixed split)")
+    run.add_argument("--feature-set", default="alpha158_ts",
+                     help='"alpha158_ts" (default: Alpha158, 20-day windows) or "alpha360" (Alpha360 flat rows)')
     run.add_argument("--qlib-config", metavar="WORKFLOW.yaml",
                      help="run a Qlib ALSTM workflow file (qrun's input); sets the data, windows, model and backtest from it")
     qlib_config = commands.add_parser("qlib-config", help="print the Dagster run config of a Qlib workflow file (for the launchpad)")
@@ -63,8 +65,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     export.add_argument("--start", help="first day (default: the first stored)")
     export.add_argument("--end", help="last day (default: the last stored)")
     export.add_argument("--out", help="file (predictions, labels) or folder (backtest); default under $ALSTM_PIPELINE_HOME/exports")
-    run.add_argument("--feature-set", default="alpha158_ts",
-                     help='"alpha158_ts" (default: Alpha158, 20-day windows) or "alpha360" (Alpha360 flat rows)')
     retrain = commands.add_parser("retrain", help="what daily_retrain does on the evening of a date")
     retrain.add_argument("--as-of", help="evaluation date, YYYY-MM-DD (default: today in ALSTM_PIPELINE_TIMEZONE)")
     rolling = commands.add_parser("evaluate-rolling", help="RollingGen vintages over a test period, then predictions, IC, backtest")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
 from alstm_pipeline.features import LABEL_LOOKAHEAD_ROWS
@@ -137,15 +138,15 @@ def serving_versions(days: pd.DatetimeIndex, registry: pd.DataFrame) -> pd.Serie
     """The model version that scores each day (None where no vintage may), by the rule in
     the module doc. ``registry`` has columns version, serves_from, trained_through,
     created_at, status."""
-    promoted = registry[registry["status"] == "promoted"].copy()
-    promoted["serves_from"] = pd.to_datetime(promoted["serves_from"])
-    promoted["trained_through"] = pd.to_datetime(promoted["trained_through"])
-    promoted = promoted.sort_values(["serves_from", "created_at"])
-    chosen = []
-    for day in pd.DatetimeIndex(days):
-        eligible = promoted[(promoted["serves_from"] <= day) & (promoted["trained_through"] < day)]
-        chosen.append(eligible["version"].iloc[-1] if len(eligible) else None)
-    return pd.Series(chosen, index=pd.DatetimeIndex(days), dtype=object)
+    days = pd.DatetimeIndex(days)
+    promoted = registry[registry["status"] == "promoted"].sort_values(["serves_from", "created_at"])
+    chosen = np.full(len(days), None, dtype=object)
+    # Each vintage claims the days it may score; a later one (by serves_from, then
+    # created_at) overwrites, so every day ends with the newest eligible vintage.
+    for row in promoted.itertuples():
+        eligible = (days >= pd.Timestamp(row.serves_from)) & (days > pd.Timestamp(row.trained_through))
+        chosen[np.asarray(eligible)] = row.version
+    return pd.Series(chosen, index=days, dtype=object)
 
 
 def in_force(registry: pd.DataFrame, serves_from) -> pd.Series | None:

@@ -146,11 +146,13 @@ def alstm_model(
 
     known = feature_sets.of_feature_set(registry.read_registry(store), fs.name)
     incumbent = vintages.in_force(known, key)
+    # The vintage in force is read once: warm start and the gate both use it.
+    incumbent_model = load_checkpoint(incumbent["checkpoint"])[0] if incumbent is not None else None
     settings = config.train_config()
     initials, warm_from = None, None
     if config.warm_start and incumbent is not None:
         if pd.Timestamp(incumbent["trained_through"]) <= pd.Timestamp(plan.trained_through):
-            members = [model for _, model in members_of(load_checkpoint(incumbent["checkpoint"])[0])]
+            members = [model for _, model in members_of(incumbent_model)]
             # Seed k starts from the incumbent's k-th member (its first when it had fewer).
             initials = [members[k] if k < len(members) else members[0] for k in range(len(settings.seed_list))]
             warm_from = str(incumbent["version"])
@@ -163,10 +165,9 @@ def alstm_model(
     candidate_loss, candidate_ic = fs.validation_figures(fs.predict(result.predictor, valid), valid)
     incumbent_loss = incumbent_ic = None
     if incumbent is not None:
-        old_model, _ = load_checkpoint(incumbent["checkpoint"])
         old_valid = fs.validation_samples(features, label, calendar, registry.read_normalizer(store, incumbent["version"]),
                                           plan.valid_start, plan.valid_end)
-        incumbent_loss, incumbent_ic = fs.validation_figures(fs.predict(old_model, old_valid), old_valid)
+        incumbent_loss, incumbent_ic = fs.validation_figures(fs.predict(incumbent_model, old_valid), old_valid)
     decision = vintages.promotion_gate(candidate_loss, candidate_ic, incumbent_loss, incumbent_ic,
                                        config.gate_max_loss_increase, config.gate_max_ic_drop)
 

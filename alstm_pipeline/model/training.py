@@ -125,10 +125,7 @@ def _train_pass(
             losses[i] = float("nan")
             continue
         loss = batch_mse(model(samples.windows(ids)), target, labels_have_nan)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_value_(model.parameters(), GRAD_CLIP_VALUE)
-        optimizer.step()
+        optimizer_step(model, optimizer, loss)
         losses[i] = loss.detach()
     return losses
 
@@ -226,6 +223,15 @@ class _RunLog:
             train_loss_source="scoring pass" if self.config.score_train else "training batches",
             engine=engine,
         )
+
+
+def optimizer_step(model: ALSTMModel, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One update as Qlib's train_epoch makes it (§7.2): backward, clip every gradient
+    element to ±GRAD_CLIP_VALUE, Adam step."""
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_value_(model.parameters(), GRAD_CLIP_VALUE)
+    optimizer.step()
 
 
 def build_model(config: TrainConfig, initial_model: ALSTMModel | None = None) -> ALSTMModel:

@@ -29,11 +29,11 @@ from alstm_pipeline.model.checks import TrainingInputError
 from alstm_pipeline.model.config import TrainConfig, resolve_device
 from alstm_pipeline.model.network import ALSTMModel
 from alstm_pipeline.model.training import (
-    GRAD_CLIP_VALUE,
     TrainResult,
-    _load_initial_weights,
     _mean_ignoring_nan,
     batch_mse,
+    build_model,
+    optimizer_step,
 )
 
 LABEL_COLUMN = "LABEL0"
@@ -140,10 +140,7 @@ def _train_pass(
             losses[i] = float("nan")
             continue
         loss = batch_mse(model(data.features[ids]), target, data.has_nan)  # float32 (labels float32)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_value_(model.parameters(), GRAD_CLIP_VALUE)
-        optimizer.step()
+        optimizer_step(model, optimizer, loss)
         losses[i] = loss.detach()
     return losses
 
@@ -186,18 +183,9 @@ def train_alstm_flat(
     started = time.perf_counter()
 
     rng = np.random.RandomState(config.seed)  # None: fresh entropy, like an unseeded Qlib run
-    if config.seed is not None:
-        torch.manual_seed(config.seed)  # before the model is built: the init draws (§7.1)
-    model = ALSTMModel(
-        d_feat=config.d_feat,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        dropout=config.dropout,
-        rnn_type=config.rnn_type,
-    )
-    if initial_model is not None:
-        _load_initial_weights(model, initial_model)
-    model.to(device)
+    # torch seeded before the model is built (the init draws, §7.1); numpy's RandomState above
+    # draws from its own stream, so the order of the two does not matter.
+    model = build_model(config, initial_model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     train_data, valid_data = _DeviceSet(train, device), _DeviceSet(valid, device)
     log(
