@@ -26,14 +26,13 @@ from alstm_pipeline.defs.ingest import raw_ohlcv, trading_calendar
 from alstm_pipeline.defs.model import alstm_model
 from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK, VINTAGES, WEEKDAYS
 from alstm_pipeline.defs.serving import backtest_daily, ic_daily, predictions
+from alstm_pipeline.runner import RANGE_END_TAG, RANGE_START_TAG
 from alstm_pipeline.settings import Settings, load_settings
 from alstm_pipeline.warehouse import Warehouse, registry, tables
 
 # Weekdays re-done behind today: two trading days of label look-ahead plus a holiday.
 RELABEL_WEEKDAYS = 4
-# Dagster's tags for a run over a partition range, and the tag shared by a backfill's runs.
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+# The tag Dagster gives every run of one backfill.
 BACKFILL_TAG = "dagster/backfill"
 
 SETTINGS = load_settings()

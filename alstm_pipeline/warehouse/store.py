@@ -50,6 +50,19 @@ def duckdb_type(series: pd.Series) -> str:
     return _DUCKDB_TYPES.get(series.dtype, "VARCHAR")
 
 
+def date_condition(start, end) -> tuple[str, list]:
+    """SQL condition and parameters for ``start <= date <= end``, either end open when None.
+    (No sentinel dates: a DATE sentinel overflows a TIMESTAMP_NS column.)"""
+    clauses, params = ["TRUE"], []
+    if start is not None:
+        clauses.append("date >= ?")
+        params.append(pd.Timestamp(start).date())
+    if end is not None:
+        clauses.append("date <= ?")
+        params.append(pd.Timestamp(end).date())
+    return " AND ".join(clauses), params
+
+
 def _holder(error: Exception) -> str:
     """The PID DuckDB names in a lock conflict, as text for a message."""
     found = re.search(r"PID (\d+)", str(error))
@@ -184,15 +197,8 @@ class Warehouse:
         self, table: str, start: pd.Timestamp | None, end: pd.Timestamp | None, columns: str = "*"
     ) -> pd.DataFrame:
         """Rows of ``table`` with ``start <= date <= end`` (open bounds when None), sorted."""
-        clauses, params = [], []
-        if start is not None:
-            clauses.append("date >= ?")
-            params.append(pd.Timestamp(start).date())
-        if end is not None:
-            clauses.append("date <= ?")
-            params.append(pd.Timestamp(end).date())
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        frame = self.query(f'SELECT {columns} FROM "{table}" {where} ORDER BY instrument, date', params)
+        where, params = date_condition(start, end)
+        frame = self.query(f'SELECT {columns} FROM "{table}" WHERE {where} ORDER BY instrument, date', params)
         if "date" in frame:
             frame["date"] = pd.to_datetime(frame["date"])
         return frame

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from alstm_pipeline.sources import Universe
-from alstm_pipeline.warehouse.store import Warehouse, WarehouseError
+from alstm_pipeline.warehouse.store import Warehouse, WarehouseError, date_condition
 
 RAW_TABLE = "raw_ohlcv"
 UNIVERSE_TABLE = "universe"
@@ -176,24 +176,11 @@ def write_predictions(store: Warehouse, frame: pd.DataFrame, start: pd.Timestamp
     return store.replace_date_range(PREDICTIONS_TABLE, frame, start, end, key=("date", "instrument"))
 
 
-def _in_range(start, end) -> tuple[str, list]:
-    """SQL condition and parameters for start <= date <= end, either end open when None.
-    (No sentinel dates: a DATE sentinel overflows a TIMESTAMP_NS column.)"""
-    clauses, params = ["TRUE"], []
-    if start is not None:
-        clauses.append("date >= ?")
-        params.append(pd.Timestamp(start).date())
-    if end is not None:
-        clauses.append("date <= ?")
-        params.append(pd.Timestamp(end).date())
-    return " AND ".join(clauses), params
-
-
 def read_predictions(store: Warehouse, start=None, end=None) -> pd.DataFrame:
     """Stored scores of [start, end] (either end open when None), by date then instrument."""
     if not store.table_exists(PREDICTIONS_TABLE):
         return pd.DataFrame(columns=["date", "instrument", "score", "model_version"])
-    where, params = _in_range(start, end)
+    where, params = date_condition(start, end)
     return _dates(store.query(
         f"SELECT date, instrument, score, model_version FROM {PREDICTIONS_TABLE} WHERE {where} ORDER BY date, instrument", params,
     ), "date")
@@ -228,11 +215,8 @@ def write_ic_daily(store: Warehouse, frame: pd.DataFrame, start: pd.Timestamp, e
 def read_ic_daily(store: Warehouse, start=None, end=None) -> pd.DataFrame:
     if not store.table_exists(IC_TABLE):
         return pd.DataFrame(columns=["date", "ic", "rank_ic", "n"])
-    frame = store.query(
-        f"SELECT * FROM {IC_TABLE} WHERE date BETWEEN coalesce(?, DATE '0001-01-01') "
-        "AND coalesce(?, DATE '9999-12-31') ORDER BY date",
-        [None if start is None else pd.Timestamp(start).date(), None if end is None else pd.Timestamp(end).date()],
-    )
+    where, params = date_condition(start, end)
+    frame = store.query(f"SELECT * FROM {IC_TABLE} WHERE {where} ORDER BY date", params)
     return _dates(frame, "date")
 
 
@@ -248,14 +232,14 @@ def write_backtest(store: Warehouse, daily: pd.DataFrame, positions: pd.DataFram
 def read_backtest(store: Warehouse, start=None, end=None) -> pd.DataFrame:
     if not store.table_exists(BACKTEST_TABLE):
         return pd.DataFrame()
-    where, params = _in_range(start, end)
+    where, params = date_condition(start, end)
     return _dates(store.query(f"SELECT * FROM {BACKTEST_TABLE} WHERE {where} ORDER BY date", params), "date")
 
 
 def read_backtest_positions(store: Warehouse, start=None, end=None) -> pd.DataFrame:
     """Holdings after each close (date, instrument, amount, price, weight)."""
     _require(store, POSITIONS_TABLE, "materialise backtest_daily first")
-    where, params = _in_range(start, end)
+    where, params = date_condition(start, end)
     return _dates(store.query(
         f"SELECT {', '.join(POSITION_COLUMNS)} FROM {POSITIONS_TABLE} WHERE {where} ORDER BY date, instrument", params), "date")
 
@@ -264,7 +248,7 @@ def read_backtest_trades(store: Warehouse, start=None, end=None) -> pd.DataFrame
     """Executed deals (date, instrument, direction, amount, price, value, cost) in execution order."""
     _require(store, TRADES_TABLE, "materialise backtest_daily first")
     # rowid keeps the insertion order: sells before buys within a day, as they were executed.
-    where, params = _in_range(start, end)
+    where, params = date_condition(start, end)
     return _dates(store.query(
         f"SELECT {', '.join(TRADE_COLUMNS)} FROM {TRADES_TABLE} WHERE {where} ORDER BY date, rowid", params), "date")
 
