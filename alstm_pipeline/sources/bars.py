@@ -24,7 +24,14 @@ import pandas as pd
 import pyarrow as pa
 
 from .base import PRICE_COLUMNS, RAW_COLUMNS, Problems, SourceDataError
-from .validation import check_instruments, check_values, parse_dates, parse_numbers, require_columns
+from .validation import (
+    check_instruments,
+    check_not_future,
+    check_values,
+    parse_dates,
+    parse_numbers,
+    require_columns,
+)
 
 BAR_COLUMNS = ("date", "open", "high", "low", "close", "volume")
 OPTIONAL_COLUMNS = ("adj_close", "factor", "vwap")
@@ -69,7 +76,8 @@ def bars_to_raw(
 
     ``bars`` has normalised column names; ``instrument`` names all rows when the table has
     no ``instrument`` column (a per-symbol CSV). Rows outside [start, end] are dropped
-    before the value checks, so a read of one month does not trip on another month.
+    before the value checks, so a read of one month does not trip on another month; a row
+    dated after today is reported whatever the range.
     Bad rows are recorded in ``problems`` and the rows still returned: the caller drops
     the file's rows when it recorded anything. A table that cannot be used at all (a
     required column missing, both adj_close and factor) raises ``SourceDataError``.
@@ -83,6 +91,8 @@ def bars_to_raw(
         dates = parse_dates(bars["date"], bars["instrument"].array, file=file, problems=problems)
         codes = check_instruments(bars["instrument"], dates, file=file, problems=problems)
 
+    # Before the range filter: no read's range reaches a future day, so only this sees it.
+    check_not_future(dates, codes, file=file, problems=problems)
     keep = np.ones(len(bars), dtype=bool)
     if start is not None:
         keep &= dates >= np.datetime64(start, "ns")

@@ -121,6 +121,9 @@ def read_bars_csv(file: Path, only: Iterable[str] | None = None) -> pd.DataFrame
         )
     except (pa.ArrowException, OSError) as error:
         raise SourceDataError(f"is not a readable CSV of daily bars ({error})", file=file) from None
+    if table.num_rows == 0:
+        # Stored as is, it would list an instrument with no bars in the universe.
+        raise SourceDataError("holds no bars: a header and no rows (nothing left after parsing)", file=file)
     return arrow_to_bars_frame(table)
 
 

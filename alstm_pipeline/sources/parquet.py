@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from .bars import BAR_COLUMNS, arrow_to_bars_frame, bars_to_raw, wanted_columns
 from .base import RAW_COLUMNS, Problems, SourceDataError, normalise_query, ranges_frame
-from .validation import finish_raw, parse_dates, require_columns
+from .validation import finish_raw, parse_dates, require_columns, today
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 BATCH_ROWS = 262_144  # bounds the float64 intermediates of the adjustment; same speed as one slice
@@ -46,8 +46,10 @@ class ParquetSource:
         for file in self.files:
             problems.files_checked += 1
             try:
-                self._schemas[file] = _read_schema(file)
+                self._schemas[file], rows = _read_footer(file)
                 self._columns[file] = _bar_columns(file, self._schemas[file])
+                if rows == 0:  # stored as is, a run would ingest nothing and say nothing
+                    raise SourceDataError("holds no rows of bars (an empty table)", file=file)
             except SourceDataError as error:
                 problems.add_error(error)
         problems.raise_if_any()
@@ -101,10 +103,14 @@ class ParquetSource:
         if comparable:  # text or tz-aware dates are filtered after parsing instead
             if start is not None:
                 conditions.append(ds.field(spelled["date"]) >= pa.scalar(start.to_pydatetime()).cast(date_type))
-            if end is not None:
-                # a timestamp on the end day at 16:00 still belongs to that day
-                last = (end + pd.Timedelta(days=1)).to_pydatetime()
-                conditions.append(ds.field(spelled["date"]) < pa.scalar(last).cast(date_type))
+            # a timestamp on the end day at 16:00 still belongs to that day
+            upper = None if end is None else end + pd.Timedelta(days=1)
+            tomorrow = pd.Timestamp(today()) + pd.Timedelta(days=1)
+            if upper is not None and upper < tomorrow:
+                # Rows dated after today are read whatever the range, to be reported (validation.py).
+                column = ds.field(spelled["date"])
+                conditions.append((column < pa.scalar(upper.to_pydatetime()).cast(date_type))
+                                  | (column >= pa.scalar(tomorrow.to_pydatetime()).cast(date_type)))
         if not conditions:
             return None
         return functools.reduce(operator.and_, conditions)
@@ -181,9 +187,11 @@ class ParquetSource:
         return finish_raw(parts, RAW_COLUMNS, file=self.path, problems=problems, part_files=part_files)
 
 
-def _read_schema(file: Path) -> pa.Schema:
+def _read_footer(file: Path) -> tuple[pa.Schema, int]:
+    """The file's schema and row count, from its footer."""
     try:
-        return pq.read_schema(file)
+        footer = pq.ParquetFile(file)
+        return footer.schema_arrow, footer.metadata.num_rows
     except (pa.ArrowException, OSError) as error:
         raise SourceDataError(f"is not a readable Parquet file ({error})", file=file) from None
 

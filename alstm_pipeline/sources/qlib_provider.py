@@ -37,7 +37,7 @@ import pandas as pd
 
 from .base import RAW_COLUMNS, Problems, SourceDataError, normalise_query, ranges_frame
 from .universe import read_spans
-from .validation import check_values, finish_raw
+from .validation import check_values, finish_raw, today
 
 REQUIRED_FIELDS = ("open", "high", "low", "close", "volume")
 OPTIONAL_FIELDS = ("factor", "vwap")
@@ -199,6 +199,15 @@ def read_calendar(file: Path) -> pd.DatetimeIndex:
         raise SourceDataError(
             f"dates must be ascending and distinct; {texts[row]!r} follows {texts[row - 1]!r}", file=file
         )
+    future = days > today()
+    if future.any():  # no partition reaches such a day: its bars would go unread, unreported
+        row = int(np.argmax(future))
+        raise SourceDataError(
+            f"line {lines.index(texts[row]) + 1}: date {texts[row][:40]!r} is after today "
+            f"({str(today())[:10]}): {int(future.sum())} future date(s); a Qlib calendar "
+            "lists past trading days only (future ones belong in day_future.txt)",
+            file=file,
+        )
     return pd.DatetimeIndex(days, name="date")
 
 
@@ -211,6 +220,8 @@ def read_bin(file: Path, calendar_length: int, *, instrument: str | None = None)
         )
     if size == 0:
         raise SourceDataError("is empty: a .bin needs at least its start index", file=file, instrument=instrument)
+    if size == 4:  # read as no days at all: the instrument would be listed without bars
+        raise SourceDataError("holds no values, only its start index", file=file, instrument=instrument)
     data = np.fromfile(file, dtype="<f4")
     first = _start_index(data[0], len(data) - 1, calendar_length, file, instrument)
     return first, data[1:].astype(np.float32, copy=False)

@@ -20,8 +20,14 @@ Rejected (each problem reads ``"<file>: instrument <X>, date <D>: <problem>"``):
   in the shared panel have it);
 - a vwap that is infinite or not positive (NaN vwap is valid: semantics §1.3);
 - two rows for the same (instrument, date);
+- a date after today (the machine's local date): no bar comes from the future, and no
+  partition reaches it, so such a row would otherwise be dropped without a word. Checked
+  on every read, whatever its date range;
+- a file that holds no bars at all (a CSV with only its header, a Parquet file with no
+  rows, a ``.bin`` with only its start index);
 - both ``adj_close`` and ``factor`` columns (raw or adjusted prices? see ``bars.py``);
-- in a Qlib provider directory: a missing, unparsable or unsorted ``calendars/day.txt``,
+- in a Qlib provider directory: a missing, unparsable or unsorted ``calendars/day.txt``
+  (or one with a date after today),
   a missing ``instruments/all.txt``, a listed instrument without its feature folder or
   without one of the required field files, a ``.bin`` file whose size is not a multiple
   of 4, that is empty, whose first calendar index is not a whole number inside the
@@ -37,6 +43,7 @@ raw or adjusted; 104 of its rows have zero volume).
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 from pathlib import Path
 from typing import Iterable
@@ -177,6 +184,23 @@ def _parse_date_texts(texts: pd.Series) -> pd.Series:
         if fallback.isna().sum() < parsed.isna().sum():
             return fallback
     return parsed
+
+
+def today() -> np.datetime64:
+    """The machine's local date at midnight (datetime64[ns]): the latest day a bar may have."""
+    return np.datetime64(dt.date.today(), "D").astype("datetime64[ns]")
+
+
+def check_not_future(dates: np.ndarray, instrument, *, file, problems: Problems) -> np.ndarray:
+    """Record every row dated after today; returns their mask. ``instrument`` names the rows."""
+    last = today()
+    future = dates > last
+    if future.any():
+        report_rows(
+            problems, future, _names(instrument, len(dates)), dates, file,
+            lambda row: f"date is after today ({str(last)[:10]}): a bar cannot come from the future",
+        )
+    return future
 
 
 def parse_numbers(
