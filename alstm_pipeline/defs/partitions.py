@@ -20,7 +20,7 @@ import pandas as pd
 from alstm_pipeline.dataset import STEP_LEN
 from alstm_pipeline.features import ALPHA360_LOOKBACK_ROWS, LABEL_LOOKAHEAD_ROWS, LOOKBACK_ROWS
 from alstm_pipeline.settings import FALLBACK_START, Settings, load_settings
-from alstm_pipeline.sources import peek_date_bounds
+from alstm_pipeline.sources import peek_date_bounds, peek_source_problem
 
 # backfill_policy is marked beta; it is the documented way to run a range as one run.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -59,9 +59,21 @@ WINDOW_LOOKBACK = TradingDaySpan(STEP_LEN)
 
 
 def partition_bounds(settings: Settings) -> tuple[str, str | None]:
-    """First partition key, and the last one (None: run to today in live mode)."""
+    """First partition key, and the last one (None: run to today in live mode).
+
+    Unset bounds come from the source's metadata; the last partition is the source's last
+    day unless the deployment is live (then today). A source that surely cannot be read
+    (``peek_source_problem``: e.g. a Qlib directory without its calendar) gets the last
+    weekday before today for the bounds the settings leave unset: its run then fails on the source in
+    seconds, instead of first planning 27 years of partitions from FALLBACK_START.
+    """
     start, end = settings.start, settings.end
     if not start or (not end and not settings.live):
+        if peek_source_problem(settings.source) is not None:
+            # The newest weekday whose partition has ended (a Friday's ends on Monday).
+            day = (pd.offsets.BDay().rollback(pd.Timestamp.today().normalize()) - pd.offsets.BDay(1)).strftime("%Y-%m-%d")
+            start = start or day
+            return start, None if settings.live else (end or max(day, start))
         first, last = peek_date_bounds(settings.source)
         start = start or (str(first) if first else FALLBACK_START)
         end = end or (str(last) if last else None)
@@ -73,7 +85,9 @@ def weekday_partitions(start: str, last: str | None) -> dg.TimeWindowPartitionsD
     ``end_offset=1`` makes today's partition exist during the day for the evening job."""
     if last is None:
         return dg.TimeWindowPartitionsDefinition(start=start, fmt="%Y-%m-%d", cron_schedule="0 0 * * 1-5", end_offset=1)
-    end = (pd.Timestamp(last) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    # A weekday's partition ends at the next cron tick: a Friday's on Monday, so the end is
+    # the next weekday (the day after would drop a last day that is a Friday).
+    end = (pd.Timestamp(last) + pd.offsets.BDay(1)).strftime("%Y-%m-%d")
     return dg.TimeWindowPartitionsDefinition(start=start, end=end, fmt="%Y-%m-%d", cron_schedule="0 0 * * 1-5")
 
 

@@ -21,6 +21,10 @@ cheaply it answers None.
   rather than answering None for CSV folders.
 - Anything else (a missing path, an unreadable file, an empty folder): (None, None).
 
+A date after today is never a bound (reading the bars reports it): a CSV file's last
+day is then the newest day up to today among the whole lines of its two ends; a Parquet
+maximum after today leaves the last day unknown, as does a calendar that ends after today.
+
 Dates are wall-clock calendar days, as the sources give them: a timestamp at 16:00 is
 that day; a time-zone-aware Parquet timestamp is taken in its own zone.
 """
@@ -70,11 +74,44 @@ def peek_date_bounds(path: str | os.PathLike) -> Bounds:
         return NO_BOUNDS
 
 
-def _calendar_bounds(file: Path) -> Bounds:
+def peek_source_problem(path: str | os.PathLike) -> str | None:
+    """Why the source at ``path`` surely cannot be read, from cheap checks only; else None.
+
+    Sure means: no path there, or a Qlib provider directory whose ``calendars/day.txt`` is
+    missing, or does not start and end with dates, or ends after today (``QlibProviderSource``
+    refuses each of these). Reading the bars gives the full report; this only lets the
+    partitions avoid a long range that no run could ingest. Never raises.
+    """
+    try:
+        path = Path(path).expanduser()
+        if not path.exists():
+            return f"{path} does not exist"
+        if path.is_dir() and ((path / "calendars").is_dir() or (path / "features").is_dir()):
+            calendar = path / "calendars" / "day.txt"
+            if not calendar.is_file():
+                return f"{calendar} is missing"
+            first, last = _calendar_days(calendar)
+            if first is None or last is None:
+                return f"{calendar} does not start and end with dates"
+            if last > dt.date.today():
+                return f"{calendar} ends after today ({last})"
+        return None
+    except Exception:  # noqa: BLE001 -- a hint must never break its caller
+        return None
+
+
+def _calendar_days(file: Path) -> Bounds:
     with open(file, "rb") as handle:
         first = _first_line(handle.read(_CHUNK))
         last = _last_line(_tail(handle))
     return _day(first), _day(last)
+
+
+def _calendar_bounds(file: Path) -> Bounds:
+    first_day, last_day = _calendar_days(file)
+    if last_day is not None and last_day > dt.date.today():
+        return first_day, None  # a broken calendar: reading the source says so
+    return first_day, last_day
 
 
 def _parquet_bounds(files: list[Path]) -> Bounds:
@@ -101,7 +138,9 @@ def _parquet_bounds(files: list[Path]) -> Bounds:
                 return NO_BOUNDS
             low = first if low is None else min(low, first)
             high = last if high is None else max(high, last)
-    return low, high
+    # A date after today is reported when the bars are read; which day precedes it the
+    # statistics cannot tell, so the last day is unknown.
+    return low, None if high is not None and high > dt.date.today() else high
 
 
 def _stat_day(value, arrow_type: pa.DataType) -> dt.date | None:
@@ -124,11 +163,13 @@ def _stat_day(value, arrow_type: pa.DataType) -> dt.date | None:
 def _csv_bounds(files: list[Path]) -> Bounds:
     low: dt.date | None = None
     high: dt.date | None = None
+    today = dt.date.today()
     for file in files:
         try:
             with open(file, "rb") as handle:
                 head = handle.read(_CHUNK)
                 tail = _tail(handle)
+                size = handle.tell()
         except OSError:
             continue
         lines = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()
@@ -141,9 +182,28 @@ def _csv_bounds(files: list[Path]) -> Bounds:
         days = [_csv_day(lines[1], column), _csv_day(_last_line(tail), column)]
         if None in days:
             continue
+        if max(days) > today:
+            # A bar dated after today is reported when the bars are read; the bound is the
+            # newest day up to today among the whole lines at either end of the file.
+            whole = _whole_lines(head, tail, size)[1:]  # without the header
+            days = [day for day in (_csv_day(line, column) for line in whole) if day is not None and day <= today]
+            if not days:
+                continue
         low = min(days) if low is None else min(low, *days)
         high = max(days) if high is None else max(high, *days)
     return low, high
+
+
+def _whole_lines(head: bytes, tail: bytes, size: int) -> list[str]:
+    """The complete lines in the first and last _CHUNK bytes of a file of ``size`` bytes:
+    a line cut by a chunk's edge is left out (its date field could be cut too)."""
+    head_lines = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()
+    if len(head) < size:
+        head_lines = head_lines[:-1]
+    tail_lines = tail.decode("utf-8", errors="replace").splitlines()
+    if len(tail) < size:
+        tail_lines = tail_lines[1:]
+    return [line for line in head_lines + tail_lines if line.strip()]
 
 
 def _csv_day(line: str | None, column: int) -> dt.date | None:
