@@ -6,8 +6,11 @@ import pandas as pd
 from alstm_pipeline import quality
 from alstm_pipeline.defs.partitions import WEEKDAYS, window_dates
 from alstm_pipeline.defs.resources import MarketDataResource, WarehouseResource
+from alstm_pipeline.runner import RANGE_END_TAG, RANGE_START_TAG
 from alstm_pipeline.sources import RAW_COLUMNS, SourceDataError, SourceReport
 from alstm_pipeline.warehouse import WarehouseError, tables
+
+PARTITION_TAG = "dagster/partition"
 
 RAW_SCHEMA = dg.TableSchema(
     columns=[
@@ -41,11 +44,16 @@ def universe(
     context: dg.AssetExecutionContext, market_data: MarketDataResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Instruments and their membership spans (Qlib's instruments/<market>.txt): the
-    ALSTM_PIPELINE_UNIVERSE file, or every instrument of the source over its whole history."""
+    ALSTM_PIPELINE_UNIVERSE file, or every instrument of the source over its whole history.
+    The source is validated first, over the run's days (its whole history in a run without
+    days): when raw_ohlcv would fail on bad input, nothing at all is written."""
+    first, last = _run_days(context)
     try:
         source = market_data.open()
         spans = market_data.universe(source).spans.sort_values(["instrument", "start"]).reset_index(drop=True)
         unknown = sorted(set(spans["instrument"]) - set(source.instruments()))
+        # The read raw_ohlcv makes, made here first: its report fails this step, before any write.
+        source.read(start=first, end=last, instruments=spans["instrument"].unique())
     except (SourceDataError, OSError, ValueError) as error:
         raise _source_failure(error, "universe") from None
     if unknown:
@@ -61,6 +69,15 @@ def universe(
             "missing_from_source": len(unknown),
         }
     )
+
+
+def _run_days(context: dg.AssetExecutionContext) -> tuple[str | None, str | None]:
+    """First and last weekday partition of the run (a range, one partition, or none: None)."""
+    tags = context.run.tags
+    if RANGE_START_TAG in tags:
+        return tags[RANGE_START_TAG], tags.get(RANGE_END_TAG)
+    single = tags.get(PARTITION_TAG)  # a weekday (or a vintage's first day: the same shape)
+    return (single, single) if single else (None, None)
 
 
 def _source_failure(error: Exception, asset: str = "raw_ohlcv") -> dg.Failure:
