@@ -9,8 +9,6 @@ becomes visible only when its registry row commits.
 
 import base64
 import json
-import shutil
-import uuid
 
 import dagster as dg
 import pandas as pd
@@ -123,7 +121,9 @@ def alstm_model(
     registered in model_registry with its normaliser; the promotion gate decides whether
     it serves."""
     # torch loads with the first model step, not with the definitions (they load in < 3 s).
-    from alstm_pipeline.model import load_checkpoint, plot_losses, save_checkpoint
+    from alstm_pipeline.model import plot_losses
+    from alstm_pipeline.model.checkpoint import load_registered
+    from alstm_pipeline.model.publishing import publish_checkpoint, remove_orphaned_checkpoints
     from alstm_pipeline.model.ensemble import members_of
 
     key = context.partition_key
@@ -144,10 +144,15 @@ def alstm_model(
     context.log.info(f"alstm_model {key} ({fs.name} from {fs.table}): train {plan.train_start}..{plan.train_end} ({len(train)} samples), "
                      f"valid {plan.valid_start}..{plan.valid_end} ({len(valid)}), trained through {plan.trained_through}")
 
-    known = feature_sets.of_feature_set(registry.read_registry(store), fs.name)
+    every_vintage = registry.read_registry(store)
+    # Folders a killed run published but never registered (model/publishing.py): this run
+    # holds the writer lock, so none is another run's work in progress.
+    for orphan in remove_orphaned_checkpoints(model_store.path(), every_vintage["checkpoint"]):
+        context.log.warning(f"removed {orphan}: a checkpoint folder no model_registry row names (left by a killed run)")
+    known = feature_sets.of_feature_set(every_vintage, fs.name)
     incumbent = vintages.in_force(known, key)
     # The vintage in force is read once: warm start and the gate both use it.
-    incumbent_model = load_checkpoint(incumbent["checkpoint"])[0] if incumbent is not None else None
+    incumbent_model = load_registered(incumbent)[0] if incumbent is not None else None
     settings = config.train_config()
     initials, warm_from = None, None
     if config.warm_start and incumbent is not None:
@@ -173,15 +178,7 @@ def alstm_model(
 
     # The folder is written under a staging name and renamed; the registry row makes it a
     # model. A crash before the commit leaves an unregistered folder that nothing reads.
-    root = model_store.path()
-    staging = root / ".staging" / uuid.uuid4().hex
-    written = save_checkpoint(result.predictor, staging, card)
-    final = root / written.name
-    if final.exists():
-        shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    written.rename(final)
-    shutil.rmtree(staging, ignore_errors=True)
+    final = publish_checkpoint(result.predictor, model_store.path(), card)
     per_seed = pd.DataFrame(card["per_seed"])
     png = plot_losses(card)
     (final / "losses.png").write_bytes(png)

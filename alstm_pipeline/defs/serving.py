@@ -60,12 +60,13 @@ def _vintage_samples(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.Date
     return fs.inference_samples(features, stats, calendar, days[0], days[-1])
 
 
-def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str, checkpoint: str,
+def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str, registered: pd.Series,
                fs: feature_sets.FeatureSet) -> pd.DataFrame:
-    """Scores of every universe row of ``days`` by one vintage (the mean of its seeds)."""
-    from alstm_pipeline.model import load_checkpoint  # torch: with the first scoring step, not at load
+    """Scores of every universe row of ``days`` by one vintage (the mean of its seeds);
+    ``registered`` is its model_registry row (the checkpoint is checked against its sha256)."""
+    from alstm_pipeline.model.checkpoint import load_registered  # torch: with the first scoring step, not at load
 
-    model, _ = load_checkpoint(checkpoint)
+    model, _ = load_registered(registered)
     samples = _vintage_samples(store, calendar, days, version, fs)
     frame = pd.DataFrame({"date": samples.dates, "instrument": samples.instruments,
                           "score": fs.predict(model, samples), "model_version": version})
@@ -75,13 +76,14 @@ def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIn
 def seed_scores(store: Warehouse, first: pd.Timestamp, last: pd.Timestamp) -> dict[object, pd.DataFrame]:
     """seed → that seed's own scores over [first, last], from the vintages that served it;
     empty unless those vintages were trained with several seeds (Qlib's 20-seed protocol)."""
-    from alstm_pipeline.model import load_checkpoint, predict_per_seed
+    from alstm_pipeline.model import predict_per_seed
+    from alstm_pipeline.model.checkpoint import load_registered
 
     calendar = tables.read_calendar(store)
     known = registry.read_registry(store).set_index("version")
     parts: dict[object, list[pd.DataFrame]] = {}
     for row in tables.vintages_used(store, first, last).itertuples():
-        model, card = load_checkpoint(known.loc[row.model_version, "checkpoint"])
+        model, card = load_registered(known.loc[row.model_version])
         if len(card.get("seeds", [])) < 2:
             return {}
         days = calendar[(calendar >= row.first_day) & (calendar <= row.last_day)]
@@ -129,8 +131,8 @@ def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, wa
     unscored = chosen[chosen.isna()].index
     parts = [_empty_predictions()]
     for version, group in chosen.dropna().groupby(chosen.dropna()):
-        checkpoint = known.loc[known["version"] == version, "checkpoint"].iloc[0]
-        parts.append(score_days(store, calendar, pd.DatetimeIndex(group.index), str(version), checkpoint, fs))
+        registered = known.loc[known["version"] == version].iloc[0]
+        parts.append(score_days(store, calendar, pd.DatetimeIndex(group.index), str(version), registered, fs))
     scored = pd.concat(parts, ignore_index=True).sort_values(["date", "instrument"], ignore_index=True)
     scored["score"] = scored["score"].astype("float32")
     rows = tables.write_predictions(store, scored, start, end)

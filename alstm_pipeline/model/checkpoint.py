@@ -226,13 +226,15 @@ def _read_card(card_path: Path) -> dict[str, object]:
     return card
 
 
-def load_checkpoint(path: str | Path) -> tuple[Predictor, dict[str, object]]:
+def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> tuple[Predictor, dict[str, object]]:
     """Read a checkpoint folder → (predictor in eval mode on the CPU, card).
 
     The predictor is an ALSTMModel for a one-seed checkpoint (and for checkpoints written
     before seeds existed), a SeedEnsemble when the card's ``ensemble_size`` is above 1.
     A missing, truncated or corrupt file, weights of the wrong shape, or weights that do
-    not match the card's hash raise CheckpointError naming the file.
+    not match the card's hash raise CheckpointError naming the file. ``expected_sha256``
+    (the model registry's) must match too: the card travels with the weights, so a folder
+    whose files were both replaced still matches its own card, never the registry.
     """
     folder = Path(path)
     card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
@@ -258,10 +260,22 @@ def load_checkpoint(path: str | Path) -> tuple[Predictor, dict[str, object]]:
         raise CheckpointError(
             f"{weights_path}: weights do not fit the architecture in {CARD_FILE} ({error})"
         ) from error
+    found_hash = weights_sha256(model)
     expected_hash = card.get("weights_sha256")
-    if expected_hash is not None and weights_sha256(model) != expected_hash:
+    if expected_hash is not None and found_hash != expected_hash:
         raise CheckpointError(f"{weights_path}: weights do not match the hash recorded in {CARD_FILE}")
+    if expected_sha256 is not None and found_hash != expected_sha256:
+        raise CheckpointError(
+            f"{weights_path}: weights (sha256 {found_hash[:12]}…) are not the ones the model registry "
+            f"recorded (sha256 {str(expected_sha256)[:12]}…): the folder was replaced or altered; "
+            "retrain this vintage rather than serve it"
+        )
     return model.eval(), card
+
+
+def load_registered(row: Mapping[str, object]) -> tuple[Predictor, dict[str, object]]:
+    """The checkpoint of a model_registry row, verified against the row's ``sha256``."""
+    return load_checkpoint(str(row["checkpoint"]), expected_sha256=str(row["sha256"]))
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
