@@ -171,15 +171,29 @@ def test_a_calendar_with_future_dates_is_a_broken_calendar(tmp_path):
     assert peek_source_problem(provider) == f"{calendar} is missing"
 
 
+def cli_run(tmp_path, source, **settings) -> subprocess.CompletedProcess:
+    """``alstm-pipeline run --select +raw_ohlcv`` in a fresh process (the partitions are
+    made from the settings when the definitions load), on a home in ``tmp_path``."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("ALSTM_PIPELINE_START", "ALSTM_PIPELINE_END", "ALSTM_PIPELINE_LIVE", "DAGSTER_HOME")}
+    env.update({"ALSTM_PIPELINE_SOURCE": str(source), "ALSTM_PIPELINE_HOME": str(tmp_path / "home"),
+                "ALSTM_PIPELINE_MLFLOW": "0", **settings})
+    return subprocess.run([sys.executable, "-m", "alstm_pipeline.cli", "run", "--select", "+raw_ohlcv"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+
+def test_bars_after_the_last_partition_are_named_not_dropped_in_silence(tmp_path, bars):
+    folder = write_csv_folder(tmp_path / "csv", bars)
+    completed = cli_run(tmp_path, folder, ALSTM_PIPELINE_END="2016-07-06")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert ("the source has bars up to 2016-07-08, after the last partition 2016-07-06: they are not ingested"
+            in completed.stdout + completed.stderr)
+
+
 def test_a_provider_without_calendar_fails_at_once_with_one_clear_line(tmp_path):
     provider = _provider(tmp_path)
     (provider / "calendars" / "day.txt").unlink()
-    env = {**os.environ, "ALSTM_PIPELINE_SOURCE": str(provider), "ALSTM_PIPELINE_HOME": str(tmp_path / "home"),
-           "ALSTM_PIPELINE_MLFLOW": "0"}
-    for name in ("ALSTM_PIPELINE_START", "ALSTM_PIPELINE_END", "ALSTM_PIPELINE_LIVE", "DAGSTER_HOME"):
-        env.pop(name, None)
-    completed = subprocess.run([sys.executable, "-m", "alstm_pipeline.cli", "run", "--select", "+raw_ohlcv"],
-                               capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    completed = cli_run(tmp_path, provider)
     assert completed.returncode != 0
     out = completed.stdout + completed.stderr
     # One weekday planned, not 2000-01-03..today (27 years of partitions planned before the failure).

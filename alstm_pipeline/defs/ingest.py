@@ -7,7 +7,7 @@ from alstm_pipeline import quality
 from alstm_pipeline.defs.partitions import WEEKDAYS, window_dates
 from alstm_pipeline.defs.resources import MarketDataResource, WarehouseResource
 from alstm_pipeline.runner import RANGE_END_TAG, RANGE_START_TAG
-from alstm_pipeline.sources import RAW_COLUMNS, SourceDataError, SourceReport
+from alstm_pipeline.sources import RAW_COLUMNS, SourceDataError, SourceReport, peek_date_bounds
 from alstm_pipeline.warehouse import WarehouseError, tables
 
 PARTITION_TAG = "dagster/partition"
@@ -153,12 +153,29 @@ def raw_ohlcv(
         "date_range": f"{start.date()}..{end.date()}",
         "source": str(source.path),
     }
+    beyond = _bars_after_last_partition(source.path, end)
+    if beyond is not None:
+        context.log.warning(beyond)
+        metadata["not_ingested"] = beyond
     if rows == 0:
         metadata["note"] = "no trading in this range (market holiday or before/after the data): 0 rows"
     else:
         metadata["first_trading_day"] = str(bars["date"].min().date())
         metadata["last_trading_day"] = str(bars["date"].max().date())
     return dg.MaterializeResult(metadata=metadata, check_results=_raw_checks(previous, bars))
+
+
+def _bars_after_last_partition(path, end: pd.Timestamp) -> str | None:
+    """A warning when this run wrote the last partition and the source goes on past it
+    (ALSTM_PIPELINE_END set before the source's last day): those bars are not ingested."""
+    last_key = WEEKDAYS.get_last_partition_key()
+    if last_key is None or end < pd.Timestamp(last_key):
+        return None
+    last_day = peek_date_bounds(path)[1]
+    if last_day is None or pd.Timestamp(last_day) <= end:
+        return None
+    return (f"the source has bars up to {last_day}, after the last partition {last_key}: they are not ingested "
+            "(ALSTM_PIPELINE_END ends the partitions there; unset it to follow the source)")
 
 
 def _raw_checks(previous: pd.DataFrame, bars: pd.DataFrame) -> list[dg.AssetCheckResult]:
