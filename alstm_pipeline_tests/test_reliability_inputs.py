@@ -24,6 +24,7 @@ from alstm_pipeline.settings import Settings
 from alstm_pipeline.sources import SourceDataError, SourceReport, open_source, peek_date_bounds, peek_source_problem
 from alstm_pipeline_tests.conftest import REPO_ROOT, SAMPLE_PATH
 from alstm_pipeline_tests.pipeline import TestPipeline
+from alstm_pipeline_tests.test_sources_bad_input import write_csv_folder
 
 FIRST, LAST = "2016-06-27", "2016-07-08"
 FUTURE = "2031-03-03"  # a Monday, years after any machine that runs this test
@@ -37,13 +38,6 @@ def bars() -> pd.DataFrame:
     frame = frame[frame["date"].between(FIRST, LAST)].reset_index(drop=True)
     frame["date"] = frame["date"].dt.strftime("%Y-%m-%d")
     return frame
-
-
-def write_csv_folder(folder, frame: pd.DataFrame):
-    folder.mkdir(exist_ok=True)
-    for code, rows in frame.groupby("instrument"):
-        rows.drop(columns="instrument").to_csv(folder / f"{code}.csv", index=False)
-    return folder
 
 
 def header_only(folder, code: str, like: str = "AAPL") -> None:

@@ -190,8 +190,8 @@ class ParquetSource:
 def _read_footer(file: Path) -> tuple[pa.Schema, int]:
     """The file's schema and row count, from its footer."""
     try:
-        footer = pq.ParquetFile(file)
-        return footer.schema_arrow, footer.metadata.num_rows
+        with pq.ParquetFile(file) as footer:
+            return footer.schema_arrow, footer.metadata.num_rows
     except (pa.ArrowException, OSError) as error:
         raise SourceDataError(f"is not a readable Parquet file ({error})", file=file) from None
 
