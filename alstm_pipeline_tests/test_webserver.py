@@ -30,9 +30,18 @@ MATERIALIZED = """
 
 AUTOMATION = """
 { repositoriesOrError { ... on RepositoryConnection { nodes {
+    jobs { name }
     schedules { name scheduleState { status } }
     sensors { name sensorState { status } }
 } } } }
+"""
+
+RUNS = """
+{ runsOrError { ... on Runs { results { runId pipelineName assetSelection { path } } } } }
+"""
+
+SCORING_PARTITIONS = """
+{ assetNodeOrError(assetKey: {path: ["predictions"]}) { ... on AssetNode { partitionKeys } } }
 """
 
 
@@ -44,18 +53,22 @@ def ui_answers(tmp_path_factory):
     home = tmp_path_factory.mktemp("ui_home")
     env = {**os.environ, "ALSTM_PIPELINE_HOME": str(home), "ALSTM_PIPELINE_SOURCE": str(SAMPLE_PATH)}
     env.pop("DAGSTER_HOME", None)
+    env.pop("ALSTM_PIPELINE_SCORING_START", None)  # the default a user gets (the tests' conftest sets it)
     cli = subprocess.run([sys.executable, "-m", "alstm_pipeline.cli", "run", "--select", "+raw_ohlcv",
                           "--start", "2016-06-27", "--end", "2016-06-28"],
                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stdout + cli.stderr
-    with running_webserver(home) as (port, pgid):
+    with running_webserver(home, environ=env) as (port, pgid):
         nodes = graphql(port, ASSET_GRAPH)["assetNodes"]
         repositories = graphql(port, AUTOMATION)["repositoriesOrError"]["nodes"]
         materialized = graphql(port, MATERIALIZED)["assetOrError"]["assetMaterializations"]
+        runs = graphql(port, RUNS)["runsOrError"]["results"]
+        scoring_keys = graphql(port, SCORING_PARTITIONS)["assetNodeOrError"]["partitionKeys"]
     deadline = time.monotonic() + 10
     while process_group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    return {"/".join(n["assetKey"]["path"]): n for n in nodes}, repositories, process_group_alive(pgid), materialized
+    return {"/".join(n["assetKey"]["path"]): n for n in nodes}, repositories, process_group_alive(pgid), materialized, {
+        "runs": runs, "scoring_keys": scoring_keys}
 
 
 def _upstream(node) -> dict[str, str | None]:
@@ -66,7 +79,7 @@ def _upstream(node) -> dict[str, str | None]:
 
 
 def test_webserver_stops_without_orphans(ui_answers):
-    _, _, alive, _ = ui_answers
+    _, _, alive, *_ = ui_answers
     assert not alive, "a webserver process outlived the test"
 
 
@@ -105,5 +118,29 @@ def test_schedules_and_sensor_run_by_default(ui_answers):
     (repository,) = repositories
     schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
-    assert schedules == {"daily_update_schedule": "RUNNING", "daily_retrain_schedule": "RUNNING"}
-    assert sensors == {"follow_raw_backfill": "RUNNING"}
+    assert schedules == {"daily_update": "RUNNING", "daily_retrain": "RUNNING"}
+    assert sensors == {"follow_raw_backfill": "RUNNING", "score_new_days": "RUNNING"}
+
+
+def test_every_cli_run_is_a_run_of_a_defined_job(ui_answers):
+    """The UI links a run to its job and re-executes it only when the code location
+    defines that job: the CLI's runs use the defined ones, not an ad-hoc job."""
+    _, repositories, _, _, extra = ui_answers
+    (repository,) = repositories
+    jobs = {job["name"] for job in repository["jobs"]}
+    assert {"data_days", "train_vintage", "scoring_days"} <= jobs
+    runs = extra["runs"]
+    assert runs and {run["pipelineName"] for run in runs} <= jobs
+    (run,) = runs
+    assert run["pipelineName"] == "data_days"
+    assert {"/".join(key["path"]) for key in run["assetSelection"]} == {"universe", "raw_ohlcv"}
+
+
+def test_scoring_partitions_start_where_a_vintage_may_serve(ui_answers):
+    """predictions / ic_daily have no partition before the fixed split's first test day,
+    so no day that no vintage may score shows as missing; their lookback into the
+    features still reaches the days before it."""
+    nodes, *_, extra = ui_answers
+    keys = extra["scoring_keys"]
+    assert keys[0] == "2017-01-02" and keys[-1] == "2021-04-21"
+    assert _upstream(nodes["predictions"])["alpha158_features"] == "TimeWindowPartitionMapping"

@@ -37,15 +37,15 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
 
 
 @contextlib.contextmanager
-def running_webserver(home: Path, timeout: float = 180.0) -> Iterator[tuple[int, int]]:
+def running_webserver(home: Path, timeout: float = 180.0, environ: dict[str, str] | None = None) -> Iterator[tuple[int, int]]:
     """A ``dagster-webserver`` for the repo's workspace.yaml on 127.0.0.1; yields
-    (port, process group id).
+    (port, process group id). ``environ`` replaces the test process's environment.
 
     It runs in its own process group (``start_new_session``) so the whole group, the code
     server child included, is terminated at the end and nothing outlives the test.
     """
     port = free_port()
-    env = {**os.environ, "ALSTM_PIPELINE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    env = {**(os.environ if environ is None else environ), "ALSTM_PIPELINE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
     (home / "dagster").mkdir(parents=True, exist_ok=True)
     log = open(home / "webserver.log", "wb")
     server = subprocess.Popen(

@@ -20,11 +20,11 @@ from alstm_pipeline import feature_sets, quality, vintages
 from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.partitions import VINTAGES
 from alstm_pipeline.defs.resources import ModelStoreResource, WarehouseResource
-from alstm_pipeline.settings import load_settings
+from alstm_pipeline.settings import FIXED_TEST_START, load_settings
 from alstm_pipeline.warehouse import registry, tables
 
 # Qlib's benchmark split (workflow_config_alstm_Alpha158.yaml adapted to the sample's years).
-TEST_START = "2017-01-01"
+TEST_START = FIXED_TEST_START
 # MLflow experiment of runs that name none (Qlib's default experiment_name).
 MLFLOW_EXPERIMENT = "workflow"
 _SETTINGS = load_settings()
@@ -125,6 +125,9 @@ def alstm_model(
     # torch loads with the first model step, not with the definitions (they load in < 3 s).
     from alstm_pipeline.model import load_checkpoint, plot_losses, save_checkpoint
     from alstm_pipeline.model.ensemble import members_of
+    from alstm_pipeline.threads import apply_torch_threads
+
+    context.log.info(f"torch uses {apply_torch_threads()} CPU thread(s) (ALSTM_PIPELINE_TORCH_THREADS)")
 
     key = context.partition_key
     try:

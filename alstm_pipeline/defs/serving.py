@@ -12,7 +12,7 @@ from alstm_pipeline import feature_sets, quality, vintages
 from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.ingest import raw_ohlcv
 from alstm_pipeline.defs.model import MLFLOW_EXPERIMENT, TEST_START, alstm_model
-from alstm_pipeline.defs.partitions import WEEKDAYS, WINDOW_LOOKBACK, window_dates
+from alstm_pipeline.defs.partitions import SCORING_DAYS, WINDOW_LOOKBACK, window_dates
 from alstm_pipeline.defs.resources import MarketDataResource, WarehouseResource
 from alstm_pipeline.evaluation import (
     TopkDropoutConfig,
@@ -64,7 +64,9 @@ def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIn
                fs: feature_sets.FeatureSet) -> pd.DataFrame:
     """Scores of every universe row of ``days`` by one vintage (the mean of its seeds)."""
     from alstm_pipeline.model import load_checkpoint  # torch: with the first scoring step, not at load
+    from alstm_pipeline.threads import apply_torch_threads
 
+    apply_torch_threads()
     model, _ = load_checkpoint(checkpoint)
     samples = _vintage_samples(store, calendar, days, version, fs)
     frame = pd.DataFrame({"date": samples.dates, "instrument": samples.instruments,
@@ -100,7 +102,7 @@ class PredictionsConfig(dg.Config):
 @dg.asset(
     group_name="serving",
     kinds={"duckdb"},
-    partitions_def=WEEKDAYS,
+    partitions_def=SCORING_DAYS,
     backfill_policy=dg.BackfillPolicy.single_run(),
     # Which vintage scores a day is decided from model_registry at run time (the newest
     # promoted one serving from that day or earlier): every vintage is a possible parent.
@@ -184,7 +186,7 @@ def _vintage_metadata(context, table: pd.DataFrame, leaking: pd.DataFrame) -> di
 @dg.asset(
     group_name="serving",
     kinds={"duckdb"},
-    partitions_def=WEEKDAYS,
+    partitions_def=SCORING_DAYS,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[predictions, labels],
     metadata={"dagster/table_name": "ic_daily"},
