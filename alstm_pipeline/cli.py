@@ -221,7 +221,7 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None, fe
                           vintage or TEST_START, run_config=run_config, on_step=_announce)
     status = _report(results, began)
     if status == 0:
-        print_summary(settings, summary_start)
+        print_summary(settings, summary_start, benchmark=ops.get("backtest_daily", {}).get("config", {}).get("benchmark", ""))
         print(f"\n{ui_hint(settings)}")
         from alstm_pipeline import tracking
 

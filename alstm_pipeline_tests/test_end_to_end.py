@@ -74,6 +74,11 @@ def test_whole_graph_scores_every_day_from_the_vintage_on(pipeline, full_run):
     assert model_event.metadata["epochs_run"].value == 2
     assert model_event.metadata["version"].value == version
     assert "data:image/png;base64," in model_event.metadata["loss_curves"].value
+    # The asset page shows the curves inline as text: two epochs, two block characters.
+    assert model_event.metadata["valid_loss_by_epoch"].value.split()[0].strip("▁▂▃▄▅▆▇█") == ""
+    assert "2 points" in model_event.metadata["valid_loss_by_epoch"].value
+    # The gate's result names the vintage it judged (the check is partitioned like the asset).
+    assert pipeline.check_results(full_run, "alstm_model")["promotion_gate"].partition == VINTAGE
     assert store.query(LEAK_QUERY).iloc[0, 0] == 0
 
 
@@ -181,6 +186,8 @@ def test_a_seed_unit_vintage_serves_the_mean_and_reports_each_seed(pipeline, ful
     (backtest,) = pipeline.materialization(result, "backtest_daily")
     table = backtest.metadata["seed_table"].value
     assert "seed 7" in table and "seed 8" in table and "±" in table and "ensemble" in table
+    days = len(pipeline.warehouse.query("SELECT * FROM backtest_daily WHERE date BETWEEN '2016-06-15' AND '2016-06-30'"))
+    assert f"{days} points" in backtest.metadata["cumulative_excess_return_with_cost"].value
 
 
 def test_predicting_a_day_without_features_fails_and_names_the_day(pipeline, full_run):

@@ -37,7 +37,7 @@ AUTOMATION = """
 """
 
 RUNS = """
-{ runsOrError { ... on Runs { results { runId pipelineName assetSelection { path } } } } }
+{ runsOrError { ... on Runs { results { runId pipelineName assetSelection { path } tags { key value } } } } }
 """
 
 SCORING_PARTITIONS = """
@@ -47,9 +47,9 @@ SCORING_PARTITIONS = """
 
 @pytest.fixture(scope="module")
 def ui_answers(tmp_path_factory):
-    """The asset graph, automation state and raw_ohlcv materializations the running UI
-    reports after `alstm-pipeline run` wrote into the same home, and whether the
-    webserver's process group was gone after shutdown."""
+    """The asset graph, automation state, runs and raw_ohlcv materializations the UI opened
+    by `alstm-pipeline ui` (from outside the repository) reports after `alstm-pipeline run`
+    wrote into the same home, and whether its process group was gone after shutdown."""
     home = tmp_path_factory.mktemp("ui_home")
     env = {**os.environ, "ALSTM_PIPELINE_HOME": str(home), "ALSTM_PIPELINE_SOURCE": str(SAMPLE_PATH)}
     env.pop("DAGSTER_HOME", None)
@@ -58,7 +58,7 @@ def ui_answers(tmp_path_factory):
                           "--start", "2016-06-27", "--end", "2016-06-28"],
                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stdout + cli.stderr
-    with running_webserver(home, environ=env) as (port, pgid):
+    with running_webserver(home, environ=env, via_cli=True) as (port, pgid):
         nodes = graphql(port, ASSET_GRAPH)["assetNodes"]
         repositories = graphql(port, AUTOMATION)["repositoriesOrError"]["nodes"]
         materialized = graphql(port, MATERIALIZED)["assetOrError"]["assetMaterializations"]
@@ -68,7 +68,7 @@ def ui_answers(tmp_path_factory):
     while process_group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
     return {"/".join(n["assetKey"]["path"]): n for n in nodes}, repositories, process_group_alive(pgid), materialized, {
-        "runs": runs, "scoring_keys": scoring_keys}
+        "runs": runs, "scoring_keys": scoring_keys, "ui_output": (home / "webserver.log").read_text()}
 
 
 def _upstream(node) -> dict[str, str | None]:
@@ -131,7 +131,9 @@ def test_every_cli_run_is_a_run_of_a_defined_job(ui_answers):
     assert {"data_days", "train_vintage", "scoring_days"} <= jobs
     runs = extra["runs"]
     assert runs and {run["pipelineName"] for run in runs} <= jobs
-    (run,) = runs
+    # The daemon may already have launched follow_raw_backfill's run (the CLI ingested raw
+    # days without their features): the CLI's run is the one no sensor or schedule launched.
+    (run,) = [run for run in runs if not {tag["key"] for tag in run["tags"]} & {"dagster/sensor_name", "dagster/schedule_name"}]
     assert run["pipelineName"] == "data_days"
     assert {"/".join(key["path"]) for key in run["assetSelection"]} == {"universe", "raw_ohlcv"}
 
@@ -144,3 +146,12 @@ def test_scoring_partitions_start_where_a_vintage_may_serve(ui_answers):
     keys = extra["scoring_keys"]
     assert keys[0] == "2017-01-02" and keys[-1] == "2021-04-21"
     assert _upstream(nodes["predictions"])["alpha158_features"] == "TimeWindowPartitionMapping"
+
+
+def test_the_ui_command_opens_this_homes_instance(ui_answers):
+    """`alstm-pipeline ui` uses the home's instance: no temporary instance that would be
+    removed on exit, and it binds to 127.0.0.1 only."""
+    *_, extra = ui_answers
+    output = extra["ui_output"]
+    assert "temporary directory" not in output, output
+    assert "http://127.0.0.1:" in output

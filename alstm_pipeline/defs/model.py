@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import Field
 
 from alstm_pipeline import feature_sets, quality, vintages
+from alstm_pipeline.evaluation.sparklines import described
 from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.partitions import VINTAGES
 from alstm_pipeline.defs.resources import ModelStoreResource, WarehouseResource
@@ -95,6 +96,13 @@ def _gpu_name(device: str) -> str:
     return torch.cuda.get_device_name(torch.device(device))
 
 
+def loss_sparklines(card: dict) -> dict[str, str]:
+    """Train and valid loss per epoch as one-line charts (the first seed's when several)."""
+    run = card["per_seed"][0]
+    curves = {"train_loss_by_epoch": run.get("train_losses"), "valid_loss_by_epoch": run.get("valid_losses")}
+    return {name: described(values, digits=5) for name, values in curves.items() if values}
+
+
 def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
@@ -109,8 +117,9 @@ def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
           dg.AssetDep(labels, partition_mapping=dg.AllPartitionMapping()),
           # Either feature table can feed a vintage (config feature_set; its metadata says which).
           dg.AssetDep(alpha360_features, partition_mapping=dg.AllPartitionMapping()), "trading_calendar", "universe"],
+    # The check is partitioned like the asset, so the UI shows which vintage it judged.
     check_specs=[dg.AssetCheckSpec(
-        "promotion_gate", asset="alstm_model", blocking=True,
+        "promotion_gate", asset="alstm_model", blocking=True, partitions_def=VINTAGES,
         description="validation loss and IC against the vintage in force: a failing vintage is registered as rejected and never serves",
     )],
     metadata={"dagster/table_name": "model_registry"},
@@ -209,6 +218,8 @@ def alstm_model(
     return dg.MaterializeResult(
         metadata={
             "version": card["version"],
+            # Sparklines first: the asset page shows text inline, the PNG behind a link.
+            **loss_sparklines(card),
             "feature_set": fs.name,
             "feature_table": fs.table,
             "status": "promoted" if decision.passed else "rejected",

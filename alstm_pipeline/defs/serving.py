@@ -27,6 +27,7 @@ from alstm_pipeline.evaluation import (
     run_topk_dropout,
 )
 from alstm_pipeline.evaluation.seeds import seed_benchmark_table, seed_table_markdown
+from alstm_pipeline.evaluation.sparklines import described
 from alstm_pipeline.sources import SourceDataError
 from alstm_pipeline.warehouse import Warehouse, registry, tables
 
@@ -214,6 +215,7 @@ def ic_daily(context: dg.AssetExecutionContext, config: ReportConfig, warehouse:
     if len(history) > 1:
         metadata.update({key: float(value) for key, value in ic_summary(history["ic"], history["rank_ic"]).items()})
         metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_last"] = float(rolling_ic(history["ic"], ROLLING_IC_DAYS).iloc[-1])
+        metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_curve"] = described(rolling_ic(history["ic"], ROLLING_IC_DAYS))
     table, leaking = vintage_report(store, first, last)
     metadata.update(_vintage_metadata(context, table, leaking))
     if len(history) > 1:
@@ -283,6 +285,15 @@ def _benchmark_returns(market_data: MarketDataResource, prices: pd.DataFrame, co
     return returns.reindex(days).fillna(0.0)
 
 
+def equity_sparklines(daily: pd.DataFrame) -> dict[str, str]:
+    """The equity plot's curves as one-line charts the asset page shows inline: cumulative
+    (summed, as the plot and risk_analysis) strategy, benchmark and excess returns."""
+    after_cost = daily["return"] - daily["cost"]
+    return {"cumulative_return_with_cost": described(after_cost.cumsum()),
+            "cumulative_benchmark_return": described(daily["bench"].cumsum()),
+            "cumulative_excess_return_with_cost": described((after_cost - daily["bench"]).cumsum())}
+
+
 def _model_versions(table: pd.DataFrame) -> str | None:
     return ",".join(table["model_version"].astype(str)) if len(table) else None
 
@@ -322,7 +333,7 @@ def backtest_daily(context: dg.AssetExecutionContext, config: BacktestConfig, wa
     flat = {f"{group}.{key}": float(value) for group, values in summary.items() if isinstance(values, dict) for key, value in values.items()}
     flat.update({key: float(value) for key, value in summary.items() if not isinstance(value, dict)})
     equity = plot_equity(result)
-    metadata: dict[str, object] = {"dagster/row_count": written[tables.BACKTEST_TABLE],
+    metadata: dict[str, object] = {**equity_sparklines(result.daily), "dagster/row_count": written[tables.BACKTEST_TABLE],
                                    "position_rows": written[tables.POSITIONS_TABLE], "trade_rows": written[tables.TRADES_TABLE],
                                    "benchmark": ",".join(codes) or "equal-weight universe", **flat,
                                    "equity_curves": _png_markdown(equity, "equity")}
@@ -330,6 +341,7 @@ def backtest_daily(context: dg.AssetExecutionContext, config: BacktestConfig, wa
     ic = tables.read_ic_daily(store, first, last).set_index("date")
     if len(ic) > 1:
         pngs["ic.png"] = plot_ic(ic["ic"], ic["rank_ic"])
+        metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_curve"] = described(rolling_ic(ic["ic"], ROLLING_IC_DAYS))
         metadata["ic_plot"] = _png_markdown(pngs["ic.png"], "IC")
     table, leaking = vintage_report(store, first, last)
     metadata.update(_vintage_metadata(context, table, leaking))
