@@ -318,6 +318,12 @@ def run_workflow(path: str, select: str) -> int:
         os.environ.pop("ALSTM_PIPELINE_UNIVERSE", None)
     else:
         os.environ["ALSTM_PIPELINE_UNIVERSE"] = str(spec.universe_path())
+    test_start = str(pd.Timestamp(spec.segment_dates()["test"][0]).date())
+    if test_start < load_settings().scoring_start:
+        # The test segment is scored from its first day: the scoring partitions must reach it.
+        os.environ["ALSTM_PIPELINE_SCORING_START"] = test_start
+        print(f"alstm-pipeline: scoring partitions start at the test segment's {test_start}; open the UI with "
+              f"ALSTM_PIPELINE_SCORING_START={test_start} alstm-pipeline ui", flush=True)
     first, last, vintage, config = workflow_plan(spec)
     if spec.backtest is None and select == "*":
         select = "*ic_daily"  # no PortAnaRecord, no backtest (as in qrun)

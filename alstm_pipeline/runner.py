@@ -154,6 +154,10 @@ def materialize(
             # The days after a vintage's run are the days it scores: none before its first day.
             first = pd.offsets.BDay().rollforward(pd.Timestamp(vintage)).strftime("%Y-%m-%d")  # weekday keys only
             days = (first, days[1]) if first <= days[1] else days
+            scoring_from = step.partitions_def.get_first_partition_key() if step.partitions_def else None
+            if scoring_from and first < scoring_from <= days[1]:
+                raise ValueError(f"vintage {vintage} serves from {first}, but the scoring partitions start at {scoring_from}. "
+                                 f"Fix: set ALSTM_PIPELINE_SCORING_START={vintage} (for the UI too) so its first days get scored.")
         if step.partitioned_by == "weekdays" and days is not None:
             days = step_days(step, days)
         days_of.append(days)
