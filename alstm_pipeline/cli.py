@@ -16,9 +16,12 @@
 - ``retrain [--as-of DATE]``: what the daily_retrain schedule does on that evening.
 - ``evaluate-rolling [--start DATE] [--end DATE] [--step N]``: RollingGen over a test
   period: one vintage per N trading days, then predictions, IC and the backtest.
+- ``ui [--host 127.0.0.1] [--port 3000]``: the Dagster UI on this home's instance.
+- ``mlflow``: the exact ``mlflow ui`` command for this home's tracking store.
 
 Runs go into the persistent instance under ``$ALSTM_PIPELINE_HOME/dagster`` (or
-``DAGSTER_HOME``), so ``dg dev`` shows them; runs on one home execute one after another.
+``DAGSTER_HOME``) as runs of the defined jobs, so ``ui`` shows and re-executes them; runs
+on one home execute one after another.
 Exit status: 0 done (also when nothing was due), 1 a step failed, 2 bad arguments.
 """
 
@@ -128,7 +131,10 @@ def ui_command(settings: Settings, host: str, port: int) -> tuple[list[str], dic
     """``dagster dev`` (webserver and daemon) on this home's instance with the repository's
     workspace, from any directory: the environment names the home and its instance, so
     nothing falls back to a temporary instance."""
-    env = {**os.environ, "ALSTM_PIPELINE_HOME": str(settings.home), "DAGSTER_HOME": str(settings.dagster_home)}
+    env = {**os.environ, "ALSTM_PIPELINE_HOME": str(settings.home), "DAGSTER_HOME": str(settings.dagster_home),
+           # `dagster dev` suggests `dg dev`, which starts only from the project folder and
+           # without DAGSTER_HOME falls back to a temporary instance: this is the one that fits.
+           "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded"}
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_DIR / "workspace.yaml"), "-h", host, "-p", str(port)]
     return command, env
 
