@@ -117,7 +117,11 @@ def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
           dg.AssetDep(labels, partition_mapping=dg.AllPartitionMapping()),
           # Either feature table can feed a vintage (config feature_set; its metadata says which).
           dg.AssetDep(alpha360_features, partition_mapping=dg.AllPartitionMapping()), "trading_calendar", "universe"],
-    # The promotion_gate check (defs/gate.py) reports the gate's decision after the materialization.
+    # The check is partitioned like the asset, so the UI shows which vintage it judged.
+    check_specs=[dg.AssetCheckSpec(
+        "promotion_gate", asset="alstm_model", blocking=True, partitions_def=VINTAGES,
+        description="validation loss and IC against the vintage in force: a failing vintage is registered as rejected and never serves",
+    )],
     metadata={"dagster/table_name": "model_registry"},
 )
 def alstm_model(
@@ -207,6 +211,10 @@ def alstm_model(
     }, stats)
     context.log.info(f"alstm_model {key}: {card['version']} {'promoted' if decision.passed else 'REJECTED'}: {decision.reason}")
     _track_training(context, card, png, plan, decision, warehouse, config.experiment)
+    gate_metadata = {"version": card["version"], "reason": decision.reason, "valid_loss": candidate_loss, "valid_ic": candidate_ic,
+                     "in_force": "none" if incumbent is None else str(incumbent["version"])}
+    if incumbent_loss is not None:
+        gate_metadata.update({"in_force_valid_loss": incumbent_loss, "in_force_valid_ic": incumbent_ic})
     return dg.MaterializeResult(
         metadata={
             "version": card["version"],
@@ -231,6 +239,7 @@ def alstm_model(
             "card": dg.MetadataValue.json(json.loads(json.dumps(card, default=str))),
             "loss_curves": _png_markdown(png, "losses"),
         },
+        check_results=[dg.AssetCheckResult(check_name="promotion_gate", passed=decision.passed, metadata=gate_metadata)],
         data_version=dg.DataVersion(card["version"]),
     )
 
