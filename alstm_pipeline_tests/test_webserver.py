@@ -149,9 +149,11 @@ def test_scoring_partitions_start_where_a_vintage_may_serve(ui_answers):
 
 
 def test_the_ui_command_opens_this_homes_instance(ui_answers):
-    """`alstm-pipeline ui` uses the home's instance: no temporary instance that would be
-    removed on exit, and it binds to 127.0.0.1 only."""
+    """`alstm-pipeline ui` uses the home's instance (no temporary instance that would be
+    removed on exit) and binds to 127.0.0.1 only."""
     *_, extra = ui_answers
     output = extra["ui_output"]
     assert "temporary directory" not in output, output
     assert "http://127.0.0.1:" in output
+    # Nothing that tells the user to start it differently, nor a second name for the project.
+    assert "superseded" not in output and "does not match the name" not in output, output
