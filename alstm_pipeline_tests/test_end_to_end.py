@@ -8,6 +8,7 @@ stage runs on real data.
 
 from __future__ import annotations
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
