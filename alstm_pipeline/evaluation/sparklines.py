@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 BLOCKS = "▁▂▃▄▅▆▇█"
-WIDTH = 60
+# About the width of the metadata table's value column on a laptop screen (1,600 px wide).
+WIDTH = 32
 
 
 def sparkline(values: Sequence[float] | pd.Series, width: int = WIDTH) -> str:
