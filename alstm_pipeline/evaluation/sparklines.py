@@ -37,10 +37,12 @@ def sparkline(values: Sequence[float] | pd.Series, width: int = WIDTH) -> str:
 
 
 def described(values: Sequence[float] | pd.Series, digits: int = 4, width: int = WIDTH) -> str:
-    """The sparkline followed by first → last and the range, e.g. ``▁▃▆█  0.0000 → 0.4210 (min …, max …)``."""
+    """First → last value, the range and the sparkline last, e.g.
+    ``+0.0000 → +0.4210 (min …, max …; 1082 points) ▁▃▆█``: the UI wraps text at spaces,
+    so the sparkline, one unbreakable word, moves whole to its own line in a narrow column."""
     series = pd.Series(values, dtype="float64").dropna()
     if series.empty:
         return "no values"
     fmt = f"{{:+.{digits}f}}"
-    return (f"{sparkline(series, width)}  {fmt.format(series.iloc[0])} → {fmt.format(series.iloc[-1])}"
-            f"  (min {fmt.format(series.min())}, max {fmt.format(series.max())}, {len(series)} points)")
+    return (f"{fmt.format(series.iloc[0])} → {fmt.format(series.iloc[-1])} (min {fmt.format(series.min())}, "
+            f"max {fmt.format(series.max())}; {len(series)} points) {sparkline(series, width)}")
