@@ -29,6 +29,7 @@ from alstm_pipeline.evaluation import (
 from alstm_pipeline.evaluation.seeds import seed_benchmark_table, seed_table_markdown
 from alstm_pipeline.evaluation.sparklines import described
 from alstm_pipeline.sources import SourceDataError
+from alstm_pipeline.threads import apply_torch_threads
 from alstm_pipeline.warehouse import Warehouse, registry, tables
 
 ROLLING_IC_DAYS = 20
@@ -65,9 +66,7 @@ def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIn
                fs: feature_sets.FeatureSet) -> pd.DataFrame:
     """Scores of every universe row of ``days`` by one vintage (the mean of its seeds)."""
     from alstm_pipeline.model import load_checkpoint  # torch: with the first scoring step, not at load
-    from alstm_pipeline.threads import apply_torch_threads
 
-    apply_torch_threads()
     model, _ = load_checkpoint(checkpoint)
     samples = _vintage_samples(store, calendar, days, version, fs)
     frame = pd.DataFrame({"date": samples.dates, "instrument": samples.instruments,
@@ -123,6 +122,7 @@ def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, wa
         fs = feature_sets.get(config.feature_set)
     except ValueError as error:
         raise dg.Failure(f"predictions: {error}", allow_retries=False) from None
+    apply_torch_threads()  # ALSTM_PIPELINE_TORCH_THREADS: scoring shares the machine too
     start, end = window_dates(context)
     store = warehouse.get(context.log.info)
     calendar = tables.read_calendar(store)
