@@ -17,6 +17,10 @@ def settings(monkeypatch):
 
 
 def test_by_default_scoring_starts_at_the_fixed_splits_first_test_day(settings):
+    from alstm_pipeline.defs.model import TEST_START
+    from alstm_pipeline.settings import FIXED_TEST_START
+
+    assert settings.scoring_start == FIXED_TEST_START == TEST_START
     days = scoring_partitions(settings, "2007-06-01", "2021-04-21")
     assert days.get_first_partition_key() == "2017-01-02"  # the first weekday from 2017-01-01
     assert days.get_last_partition_key() == "2021-04-21"

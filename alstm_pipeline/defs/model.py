@@ -21,11 +21,11 @@ from alstm_pipeline.evaluation.sparklines import described
 from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.partitions import VINTAGES
 from alstm_pipeline.defs.resources import ModelStoreResource, WarehouseResource
-from alstm_pipeline.settings import FIXED_TEST_START, load_settings
+from alstm_pipeline.settings import load_settings
 from alstm_pipeline.warehouse import registry, tables
 
 # Qlib's benchmark split (workflow_config_alstm_Alpha158.yaml adapted to the sample's years).
-TEST_START = FIXED_TEST_START
+TEST_START = "2017-01-01"
 # MLflow experiment of runs that name none (Qlib's default experiment_name).
 MLFLOW_EXPERIMENT = "workflow"
 _SETTINGS = load_settings()

@@ -214,8 +214,8 @@ def ic_daily(context: dg.AssetExecutionContext, config: ReportConfig, warehouse:
                                    "evaluation_period": f"{first.date()}..{last.date()}"}
     if len(history) > 1:
         metadata.update({key: float(value) for key, value in ic_summary(history["ic"], history["rank_ic"]).items()})
-        metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_last"] = float(rolling_ic(history["ic"], ROLLING_IC_DAYS).iloc[-1])
         metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_curve"] = described(rolling_ic(history["ic"], ROLLING_IC_DAYS))
+        metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_last"] = float(rolling_ic(history["ic"], ROLLING_IC_DAYS).iloc[-1])
     table, leaking = vintage_report(store, first, last)
     metadata.update(_vintage_metadata(context, table, leaking))
     if len(history) > 1:
