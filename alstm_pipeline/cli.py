@@ -16,9 +16,12 @@
 - ``retrain [--as-of DATE]``: what the daily_retrain schedule does on that evening.
 - ``evaluate-rolling [--start DATE] [--end DATE] [--step N]``: RollingGen over a test
   period: one vintage per N trading days, then predictions, IC and the backtest.
+- ``ui [--host 127.0.0.1] [--port 3000]``: the Dagster UI on this home's instance.
+- ``mlflow``: the exact ``mlflow ui`` command for this home's tracking store.
 
 Runs go into the persistent instance under ``$ALSTM_PIPELINE_HOME/dagster`` (or
-``DAGSTER_HOME``), so ``dg dev`` shows them; runs on one home execute one after another.
+``DAGSTER_HOME``) as runs of the defined jobs, so ``ui`` shows and re-executes them; runs
+on one home execute one after another.
 Exit status: 0 done (also when nothing was due), 1 a step failed, 2 bad arguments.
 """
 
@@ -45,32 +48,67 @@ telemetry:
 """
 
 
+DESCRIPTION = ("alstm-pipeline: Qlib's ALSTM workflow as Dagster assets in one DuckDB file, run from the "
+               "terminal; every run is recorded in the home's Dagster instance, so `alstm-pipeline ui` shows it.")
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="alstm-pipeline", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="materialise assets over a partition range")
+    from alstm_pipeline.feature_sets import DEFAULT_FEATURE_SET, FEATURE_SETS
+
+    parser = argparse.ArgumentParser(prog="alstm-pipeline", description=DESCRIPTION,
+                                     epilog="Exit status: 0 done (also when nothing was due), 1 a step failed, 2 bad arguments.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=description)
+
+    run = command("run", "materialise assets over a partition range (default: the whole main job)",
+                  "Materialise the selected assets over the weekday partitions between --start and --end, "
+                  "and alstm_model for one vintage; partitions of different kinds run as consecutive runs "
+                  "of the defined jobs (see the UI's Jobs page). Default: the main job on all the source's data.")
     run.add_argument("--select", default="*", help='Dagster asset selection, e.g. "+raw_ohlcv" or "predictions,ic_daily" (default: everything)')
     run.add_argument("--start", help="first day of the partition range (default: the source's first day)")
     run.add_argument("--end", help="last day of the partition range (default: the source's last day)")
     run.add_argument("--vintage", help="alstm_model partition: the first day the model serves (default: 2017-01-01, the fixed split)")
-    run.add_argument("--feature-set", default="alpha158_ts",
-                     help='"alpha158_ts" (default: Alpha158, 20-day windows) or "alpha360" (Alpha360 flat rows)')
+    run.add_argument("--feature-set", default=DEFAULT_FEATURE_SET, choices=sorted(FEATURE_SETS),
+                     help="Qlib configuration: alpha158_ts = Alpha158, 20-day windows (default); alpha360 = Alpha360 flat rows")
     run.add_argument("--qlib-config", metavar="WORKFLOW.yaml",
                      help="run a Qlib ALSTM workflow file (qrun's input); sets the data, windows, model and backtest from it")
-    qlib_config = commands.add_parser("qlib-config", help="print the Dagster run config of a Qlib workflow file (for the launchpad)")
-    qlib_config.add_argument("workflow", metavar="WORKFLOW.yaml")
-    export = commands.add_parser("export", help="write stored results in Qlib's recorder shapes (no pickle)")
+    qlib_config = command("qlib-config", "print the Dagster run config of a Qlib workflow file (for the launchpad)",
+                          "Print, as YAML, the run config a Qlib workflow file maps to, with the partitions and "
+                          "environment it is meant for: paste each asset's ops block into the UI's launchpad.")
+    qlib_config.add_argument("workflow", metavar="WORKFLOW.yaml",
+                             help="a Qlib ALSTM workflow file, e.g. workflow_config_alstm_Alpha158.yaml (provider_uri and market adapted)")
+    export = command("export", "write stored results in Qlib's recorder shapes (no pickle)",
+                     "Write stored results in the shapes of Qlib's recorders (pred.pkl, label.pkl, the "
+                     "PortAnaRecord reports) as Parquet or CSV; prints each path written.")
     export.add_argument("what", choices=("predictions", "labels", "backtest"))
     export.add_argument("--format", choices=("parquet", "csv"), help="default: the --out file's suffix, else parquet")
     export.add_argument("--start", help="first day (default: the first stored)")
     export.add_argument("--end", help="last day (default: the last stored)")
     export.add_argument("--out", help="file (predictions, labels) or folder (backtest); default under $ALSTM_PIPELINE_HOME/exports")
-    retrain = commands.add_parser("retrain", help="what daily_retrain does on the evening of a date")
-    retrain.add_argument("--as-of", help="evaluation date, YYYY-MM-DD (default: today in ALSTM_PIPELINE_TIMEZONE)")
-    rolling = commands.add_parser("evaluate-rolling", help="RollingGen vintages over a test period, then predictions, IC, backtest")
+    retrain = command("retrain", "what daily_retrain does on the evening of a date",
+                      "Do what the daily_retrain schedule does on the evening of --as-of: when "
+                      "ALSTM_PIPELINE_RETRAIN_STEP trading days have passed since the newest vintage, train the "
+                      "rolling vintage serving from the next weekday, behind the promotion gate.")
+    retrain.add_argument("--as-of", help="evening, YYYY-MM-DD (default: today in ALSTM_PIPELINE_TIMEZONE). A day after the "
+                                         "data's last day trains on every day up to the data's end, for a vintage serving "
+                                         "from the weekday after --as-of (the bundled sample ends 2021-04-21: pick a day "
+                                         "inside the data to replay that evening)")
+    rolling = command("evaluate-rolling", "RollingGen vintages over a test period, then predictions, IC, backtest",
+                      "Qlib's RollingGen: train one vintage every --step trading days of the test period, then "
+                      "score it, and report IC and the backtest.")
     rolling.add_argument("--start", default=None, help="first test day (default 2017-01-01)")
     rolling.add_argument("--end", help="last test day (default: the last day of the data)")
     rolling.add_argument("--step", type=int, help="trading days between vintages (default ALSTM_PIPELINE_RETRAIN_STEP)")
+    ui = command("ui", "open the Dagster UI on this home's runs (127.0.0.1:3000)",
+                 "Start the Dagster UI (webserver and daemon) on the Dagster instance of ALSTM_PIPELINE_HOME, "
+                 "the one every alstm-pipeline run records into, from any directory. Stop it with Ctrl-C.")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=3000, help="port (default 3000)")
+    commands.add_parser("mlflow", help="print the command that opens MLflow's UI on this home's runs",
+                        description="Print the exact `mlflow ui` command for this home's tracking store "
+                                    "(the mlflow extra logs alstm_model, ic_daily and backtest_daily runs there).")
     return parser.parse_args(argv)
 
 
@@ -86,10 +124,42 @@ def open_instance(settings: Settings):
 
 
 def ui_hint(settings: Settings) -> str:
-    default = REPO_DIR / "data" / "home" / "dagster"
-    if settings.dagster_home.resolve() == default.resolve():
-        return f"open the UI: cd {REPO_DIR} && dg dev   (http://127.0.0.1:3000)"
-    return f"open the UI: cd {REPO_DIR} && DAGSTER_HOME={settings.dagster_home} dg dev"
+    return f"open the UI on this home: alstm-pipeline ui   (http://127.0.0.1:3000; instance {settings.dagster_home})"
+
+
+def ui_command(settings: Settings, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """``dagster dev`` (webserver and daemon) on this home's instance with the repository's
+    workspace, from any directory: the environment names the home and its instance, so
+    nothing falls back to a temporary instance."""
+    env = {**os.environ, "ALSTM_PIPELINE_HOME": str(settings.home), "DAGSTER_HOME": str(settings.dagster_home),
+           # `dagster dev` suggests `dg dev`, which starts only from the project folder and
+           # without DAGSTER_HOME falls back to a temporary instance: this is the one that fits.
+           "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded"}
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_DIR / "workspace.yaml"), "-h", host, "-p", str(port)]
+    return command, env
+
+
+def open_ui(host: str, port: int) -> int:
+    """``ui``: replace this process with the Dagster UI on the current home."""
+    settings = load_settings()
+    open_instance(settings)  # a fresh home gets our instance settings before the UI opens it
+    command, env = ui_command(settings, host, port)
+    print(f"alstm-pipeline: UI on http://{host}:{port} for home {settings.home} (instance {settings.dagster_home}); "
+          "Ctrl-C stops it", flush=True)
+    os.execve(sys.executable, command, env)
+    return 0  # not reached
+
+
+def mlflow_hint(settings: Settings) -> str:
+    """The exact command that opens MLflow's UI on the runs the assets log for this home."""
+    import shlex
+
+    from alstm_pipeline import tracking
+
+    command = f"mlflow ui --backend-store-uri {shlex.quote(tracking.tracking_uri(settings.home))} --host 127.0.0.1"
+    if not tracking.available():
+        return f"{command}   (install the extra first: pip install -e \".[mlflow]\")"
+    return command
 
 
 def weekday_range(keys: list[str], start: str | None, end: str | None) -> tuple[str, str]:
@@ -157,8 +227,12 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None, fe
                           vintage or TEST_START, run_config=run_config, on_step=_announce)
     status = _report(results, began)
     if status == 0:
-        print_summary(settings, summary_start)
+        print_summary(settings, summary_start, benchmark=ops.get("backtest_daily", {}).get("config", {}).get("benchmark", ""))
         print(f"\n{ui_hint(settings)}")
+        from alstm_pipeline import tracking
+
+        if tracking.enabled():
+            print(f"open MLflow's UI on this home: {mlflow_hint(settings)}")
     return status
 
 
@@ -250,6 +324,12 @@ def run_workflow(path: str, select: str) -> int:
         os.environ.pop("ALSTM_PIPELINE_UNIVERSE", None)
     else:
         os.environ["ALSTM_PIPELINE_UNIVERSE"] = str(spec.universe_path())
+    test_start = str(pd.Timestamp(spec.segment_dates()["test"][0]).date())
+    if test_start < load_settings().scoring_start:
+        # The test segment is scored from its first day: the scoring partitions must reach it.
+        os.environ["ALSTM_PIPELINE_SCORING_START"] = test_start
+        print(f"alstm-pipeline: scoring partitions start at the test segment's {test_start}; open the UI with "
+              f"ALSTM_PIPELINE_SCORING_START={test_start} alstm-pipeline ui", flush=True)
     first, last, vintage, config = workflow_plan(spec)
     if spec.backtest is None and select == "*":
         select = "*ic_daily"  # no PortAnaRecord, no backtest (as in qrun)
@@ -344,7 +424,7 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None) -> in
     from alstm_pipeline import vintages
     from alstm_pipeline.definitions import build_definitions
     from alstm_pipeline.defs.model import TEST_START
-    from alstm_pipeline.defs.partitions import WEEKDAYS
+    from alstm_pipeline.defs.partitions import SCORING_DAYS, WEEKDAYS
     from alstm_pipeline.report import print_summary
     from alstm_pipeline.runner import materialize
     from alstm_pipeline.warehouse import Warehouse, tables
@@ -356,6 +436,12 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None) -> in
         return 1
     calendar = tables.read_calendar(store)
     test_start, test_end = pd.Timestamp(start or TEST_START), pd.Timestamp(end) if end else calendar[-1]
+    scoring_from = SCORING_DAYS.get_first_partition_key()
+    if test_start < pd.Timestamp(scoring_from):
+        print(f"alstm-pipeline: the scoring partitions start at {scoring_from}, after the test start {test_start.date()}. "
+              f"Fix: ALSTM_PIPELINE_SCORING_START={test_start.date()} alstm-pipeline evaluate-rolling … "
+              "(and start the UI with the same setting)", file=sys.stderr)
+        return 2
     keys = vintages.rolling_keys(calendar, test_start, test_end, step or settings.retrain_step)
     print(f"alstm-pipeline: rolling evaluation {test_start.date()}..{test_end.date()}: {len(keys)} vintages", flush=True)
     defs, instance = build_definitions(), open_instance(settings)
@@ -398,6 +484,11 @@ def main(argv: list[str] | None = None) -> int:
             return retrain(args.as_of)
         if args.command == "evaluate-rolling":
             return evaluate_rolling(args.start, args.end, args.step)
+        if args.command == "ui":
+            return open_ui(args.host, args.port)
+        if args.command == "mlflow":
+            print(mlflow_hint(load_settings()))
+            return 0
     except (ValueError, OSError) as error:
         # A setting or argument the user can fix: one line, no traceback.
         print(f"alstm-pipeline: {error}", file=sys.stderr)

@@ -12,8 +12,14 @@ SUMMARY_TABLES = ("raw_ohlcv", "alpha158_features", "alpha360_features", "labels
 DEFAULT_PERIOD_START = "2017-01-01"
 
 
-def print_summary(settings: Settings, start=None, end=None) -> None:
-    """Tables, the vintages, the IC summary and backtest of the evaluation period."""
+def benchmark_name(codes: str) -> str:
+    """The backtest's benchmark as BacktestConfig.benchmark names it ("" = equal weight)."""
+    return codes or "the equal-weight universe"
+
+
+def print_summary(settings: Settings, start=None, end=None, benchmark: str = "") -> None:
+    """Tables, the vintages, the IC summary and backtest of the evaluation period;
+    ``benchmark`` is the backtest's (BacktestConfig.benchmark, "" = equal-weight universe)."""
     store = Warehouse(settings.warehouse_path)
     if not store.path.exists():
         return
@@ -41,7 +47,7 @@ def print_summary(settings: Settings, start=None, end=None) -> None:
     daily = tables.read_backtest(store)
     if len(daily):
         excess = daily["return"] - daily["bench"]
-        print(f"\nTopkDropout backtest vs its benchmark ({len(daily)} days, risk_analysis sum mode, 238 days/year):")
+        print(f"\nTopkDropout backtest vs {benchmark_name(benchmark)} ({len(daily)} days, risk_analysis sum mode, 238 days/year):")
         for label, series in (("without cost", excess), ("with cost", excess - daily["cost"])):
             risk = risk_analysis(series)
             print(f"  excess return {label:<12} annualized {risk['annualized_return']:+.4f}  "

@@ -1,10 +1,11 @@
 """Materialise a selection of assets through the real Definitions, as the CLI and tests do.
 
-Assets with different partitions (weekdays for data, vintages for models) cannot share a
-run, so a selection is executed as consecutive runs, each over one partitions definition
-in dependency order: data days, then the vintage, then the days it scores. Every run is
-recorded in the instance given (the persistent one under the home for the CLI, so the UI
-shows it).
+Assets with different partitions (weekdays for data, vintages for models, the days a
+vintage may score) cannot share a run, so a selection is executed as consecutive runs,
+each over one partitions definition in dependency order: data days, then the vintage,
+then the days it scores. Each run is a run of the defined job holding its assets
+(``JOBS``), so the UI opens and re-executes it like any run it launched; every run is
+recorded in the instance given (the persistent one under the home for the CLI).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 import dagster as dg
 import pandas as pd
 
-RUN_JOB = "alstm_pipeline_run"
+# The defined jobs (defs/automation.py) a run may use, one per kind of partition.
+JOBS = ("data_days", "train_vintage", "scoring_days")
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
@@ -38,11 +40,13 @@ class Step:
 
     keys: tuple[dg.AssetKey, ...]
     partitioned_by: str | None  # "weekdays", "vintages" or None
+    partitions_def: dg.PartitionsDefinition | None = None
 
 
 def plan_runs(defs: dg.Definitions, selection: dg.AssetSelection) -> list[Step]:
-    """Split the selected assets, in dependency order, into runs of one partitions kind;
-    an unpartitioned asset joins the run that reaches it."""
+    """Split the selected assets, in dependency order, into runs of one partitions
+    definition; an unpartitioned asset joins the run that reaches it when that run's job
+    holds it too, else starts its own."""
     graph = defs.resolve_asset_graph()
     keys = selection.resolve(graph)
     if not keys:
@@ -51,13 +55,42 @@ def plan_runs(defs: dg.Definitions, selection: dg.AssetSelection) -> list[Step]:
     steps: list[list] = []
     for key in ordered:
         partitions = graph.get(key).partitions_def
-        kind = None if partitions is None else ("vintages" if isinstance(partitions, dg.DynamicPartitionsDefinition) else "weekdays")
-        if steps and (kind is None or steps[-1][1] in (None, kind)):
+        if steps and (partitions is None or steps[-1][1] in (None, partitions)) \
+                and job_for(defs, [*steps[-1][0], key]) is not None:
             steps[-1][0].append(key)
-            steps[-1][1] = steps[-1][1] or kind
+            steps[-1][1] = steps[-1][1] or partitions
         else:
-            steps.append([[key], kind])
-    return [Step(tuple(step_keys), kind) for step_keys, kind in steps]
+            steps.append([[key], partitions])
+    return [Step(tuple(step_keys), _kind(partitions), partitions) for step_keys, partitions in steps]
+
+
+def _kind(partitions: dg.PartitionsDefinition | None) -> str | None:
+    if partitions is None:
+        return None
+    return "vintages" if isinstance(partitions, dg.DynamicPartitionsDefinition) else "weekdays"
+
+
+def job_for(defs: dg.Definitions, keys) -> str | None:
+    """The first of ``JOBS`` whose assets include all of ``keys``."""
+    for name in JOBS:
+        if set(keys) <= set(defs.resolve_job_def(name).asset_layer.selected_asset_keys):
+            return name
+    return None
+
+
+def step_days(step: Step, weekday_range: tuple[str, str]) -> tuple[str, str]:
+    """``weekday_range`` within the step's partitions (the scoring ones start later than
+    the data's); a ValueError names the bound when none is left."""
+    first, last = weekday_range
+    window = step.partitions_def.get_partition_keys()
+    inside = [key for key in window if first <= key <= last] if window else []
+    if not inside:
+        names = ", ".join(key.to_user_string() for key in step.keys)
+        span = f"{window[0]}..{window[-1]}" if window else "no day"
+        raise ValueError(f"{names}: no partition in {first}..{last}; they cover {span} (scoring partitions start at "
+                         "ALSTM_PIPELINE_SCORING_START, the first day a vintage may serve). Fix: choose days inside "
+                         "that span, or set ALSTM_PIPELINE_SCORING_START earlier for vintages that serve earlier days.")
+    return inside[0], inside[-1]
 
 
 def execute_step(
@@ -72,14 +105,17 @@ def execute_step(
 ) -> dg.ExecuteInProcessResult:
     """Run one step: weekday assets over ``weekday_range`` (a single-run backfill), a
     vintage-partitioned asset for ``vintage``, unpartitioned ones once."""
-    job = dg.define_asset_job(RUN_JOB, selection=list(step.keys))
-    job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(RUN_JOB)
+    name = job_for(defs, step.keys)
+    if name is None:
+        raise ValueError(f"no job of the definitions holds {[key.to_user_string() for key in step.keys]}")
+    job_def = defs.resolve_job_def(name)
     run_tags = dict(tags or {})
     partition_key = None
     if step.partitioned_by == "weekdays":
         if weekday_range is None:
             raise ValueError("the selection holds weekday-partitioned assets: give a partition range")
-        run_tags.update({RANGE_START_TAG: weekday_range[0], RANGE_END_TAG: weekday_range[1]})
+        first, last = step_days(step, weekday_range)
+        run_tags.update({RANGE_START_TAG: first, RANGE_END_TAG: last})
     elif step.partitioned_by == "vintages":
         if vintage is None:
             raise ValueError("the selection holds alstm_model: give a vintage")
@@ -110,16 +146,26 @@ def materialize(
     Returns the results of the runs made."""
     results = []
     after_vintage = False
-    for step in plan_runs(defs, parse_selection(select)):
-        if on_step is not None:
-            on_step(step)
+    steps = plan_runs(defs, parse_selection(select))
+    days_of: list[tuple[str, str] | None] = []
+    for step in steps:  # every range is checked before anything runs
         days = weekday_range
         if after_vintage and vintage is not None and days is not None and days[0] < vintage:
             # The days after a vintage's run are the days it scores: none before its first day.
             first = pd.offsets.BDay().rollforward(pd.Timestamp(vintage)).strftime("%Y-%m-%d")  # weekday keys only
             days = (first, days[1]) if first <= days[1] else days
-        result = execute_step(defs, step, instance, days, vintage, run_config, log_level, tags)
+            scoring_from = step.partitions_def.get_first_partition_key() if step.partitions_def else None
+            if scoring_from and first < scoring_from <= days[1]:
+                raise ValueError(f"vintage {vintage} serves from {first}, but the scoring partitions start at {scoring_from}. "
+                                 f"Fix: set ALSTM_PIPELINE_SCORING_START={vintage} (for the UI too) so its first days get scored.")
+        if step.partitioned_by == "weekdays" and days is not None:
+            days = step_days(step, days)
+        days_of.append(days)
         after_vintage = after_vintage or step.partitioned_by == "vintages"
+    for step, days in zip(steps, days_of):
+        if on_step is not None:
+            on_step(step)
+        result = execute_step(defs, step, instance, days, vintage, run_config, log_level, tags)
         results.append(result)
         if not result.success:
             break

@@ -14,6 +14,8 @@
 | ``ALSTM_PIPELINE_TRAIN_DAYS`` / ``_VALID_DAYS`` | ``1764`` / ``504`` | rolling window lengths in trading days (≈ 7 and 2 years, Qlib's split) |
 | ``ALSTM_PIPELINE_TRUNC_DAYS`` | ``3`` | trading days between a vintage's last sample and its first scored day |
 | ``ALSTM_PIPELINE_WARM_START`` / ``_WARM_START_EPOCHS`` | ``1`` / ``5`` | scheduled retrains start from the vintage in force |
+| ``ALSTM_PIPELINE_SCORING_START`` | ``2017-01-01`` | first day a vintage may serve: where predictions / ic_daily partitions start |
+| ``ALSTM_PIPELINE_TORCH_THREADS`` | torch's default | CPU threads for training and scoring (cap it on a shared machine) |
 
 Partition bounds come from the settings or, when unset, from cheap metadata of the
 source (Parquet footer statistics, a Qlib calendar file, first/last lines of CSV files):
@@ -33,6 +35,9 @@ BUNDLED_SAMPLE = REPO_DATA_DIR / "sp500_sample.parquet"
 DEFAULT_HOME = REPO_DATA_DIR / "home"
 # The first day of a deployment whose source cannot tell its bounds cheaply.
 FALLBACK_START = "2000-01-03"
+# The fixed split's first test day (Qlib's benchmark segments adapted to the sample): the
+# first day its vintage serves, so the default first scoring partition.
+FIXED_TEST_START = "2017-01-01"
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -71,6 +76,8 @@ class Settings:
     trunc_days: int = 3
     warm_start: bool = True
     warm_start_epochs: int = 5
+    scoring_start: str = FIXED_TEST_START
+    torch_threads: int = 0  # 0: torch's own default
 
     @property
     def warehouse_path(self) -> Path:
@@ -107,4 +114,6 @@ def load_settings() -> Settings:
         trunc_days=_int("ALSTM_PIPELINE_TRUNC_DAYS", Settings.trunc_days),
         warm_start=_flag("ALSTM_PIPELINE_WARM_START", Settings.warm_start),
         warm_start_epochs=_int("ALSTM_PIPELINE_WARM_START_EPOCHS", Settings.warm_start_epochs),
+        scoring_start=env("ALSTM_PIPELINE_SCORING_START") or Settings.scoring_start,
+        torch_threads=_int("ALSTM_PIPELINE_TORCH_THREADS", Settings.torch_threads),
     )

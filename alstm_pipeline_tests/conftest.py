@@ -18,6 +18,10 @@ import pytest
 # Pipeline runs in tests do not log to MLflow (each would create a store, seconds apiece);
 # the modules that check the logging switch it back on (test_qlib_run, test_tracking).
 os.environ.setdefault("ALSTM_PIPELINE_MLFLOW", "0")
+# The tests train small vintages serving from 2014–2016 and score their days: the scoring
+# partitions start at the data's first day here, not at the fixed split's 2017-01-01
+# (test_webserver checks the default in a webserver started without this).
+os.environ.setdefault("ALSTM_PIPELINE_SCORING_START", "2000-01-03")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("ALSTM_SHARED_DIR", REPO_ROOT.parent / "shared"))

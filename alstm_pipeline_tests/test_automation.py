@@ -15,9 +15,11 @@ from alstm_pipeline.defs.automation import (
     BACKFILL_TAG,
     RANGE_END_TAG,
     RANGE_START_TAG,
+    SCORE_AFTER_TAG,
     daily_update_schedule,
     follow_raw_backfill,
     retrain_request,
+    score_new_days,
 )
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.warehouse import Warehouse, registry
@@ -38,6 +40,8 @@ def test_daily_update_covers_today_and_the_days_whose_label_just_completed():
     # Today, and back far enough that the label of 2021-04-19 (needs 04-20 and 04-21) is redone.
     assert _range(request) == ("2021-04-15", "2021-04-21")
     assert request.run_key == "daily_update-2021-04-21"
+    # The data run asks score_new_days to score the same days afterwards.
+    assert request.tags[SCORE_AFTER_TAG] == "predictions,ic_daily,backtest_daily"
 
 
 def test_daily_update_on_a_monday_reaches_back_over_the_weekend():
@@ -177,3 +181,26 @@ def test_sensor_leaves_alone_a_multi_run_backfill_that_recomputes_features(tmp_p
     pipeline.run("raw_ohlcv", "2016-03-02", "2016-03-02", tags={BACKFILL_TAG: "bkfl2"})  # raw only
     context = dg.build_sensor_context(instance=pipeline.instance, cursor=context.cursor)
     assert _range(follow_raw_backfill(context))[0] == "2016-02-25"
+
+
+def _score_new_days_after(pipeline: TestPipeline, tags: dict[str, str]):
+    """What score_new_days answers to a successful data_days run with ``tags``."""
+    job = pipeline.defs.resolve_job_def("data_days")
+    result = job.execute_in_process(instance=pipeline.instance, asset_selection=[dg.AssetKey("universe")], tags=tags)
+    assert result.success
+    context = dg.build_run_status_sensor_context(
+        sensor_name="score_new_days", dagster_event=result.get_run_success_event(),
+        dagster_instance=pipeline.instance, dagster_run=result.dagster_run,
+    )
+    return score_new_days(context)
+
+
+def test_scoring_follows_a_scheduled_data_run_but_not_a_cli_run(tmp_path):
+    pipeline = TestPipeline(tmp_path, SAMPLE_PATH)
+    days = {RANGE_START_TAG: "2016-03-01", RANGE_END_TAG: "2016-03-04"}
+    request = _score_new_days_after(pipeline, {**days, SCORE_AFTER_TAG: "predictions,ic_daily"})
+    assert isinstance(request, dg.RunRequest)
+    assert _range(request) == ("2016-03-01", "2016-03-04")
+    assert request.asset_selection == [dg.AssetKey("predictions"), dg.AssetKey("ic_daily")]
+    # The CLI scores in its own next run: its data runs carry no such tag.
+    assert isinstance(_score_new_days_after(pipeline, days), dg.SkipReason)

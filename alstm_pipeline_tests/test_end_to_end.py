@@ -8,6 +8,7 @@ stage runs on real data.
 
 from __future__ import annotations
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,6 +75,18 @@ def test_whole_graph_scores_every_day_from_the_vintage_on(pipeline, full_run):
     assert model_event.metadata["epochs_run"].value == 2
     assert model_event.metadata["version"].value == version
     assert "data:image/png;base64," in model_event.metadata["loss_curves"].value
+    # The asset page shows the curves inline as text: two epochs, two block characters.
+    curve = model_event.metadata["valid_loss_by_epoch"].value.split()
+    assert len(curve[-1]) == 2 and curve[-1].strip("▁▂▃▄▅▆▇█") == "" and "points)" in curve
+    # The gate's result names the vintage and model it judged (the check is partitioned like
+    # the asset) and is stored with the materialization, not before it.
+    gate = pipeline.check_results(full_run, "alstm_model")["promotion_gate"]
+    assert gate.partition == VINTAGE and gate.passed and gate.metadata["version"].value == version
+    (model_run,) = [run for run in full_run.runs if run.asset_materializations_for_node("alstm_model")]
+    logs = pipeline.instance.all_logs(model_run.run_id)
+    materialized = max(e.timestamp for e in logs if e.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION)
+    evaluated = min(e.timestamp for e in logs if e.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    assert evaluated >= materialized
     assert store.query(LEAK_QUERY).iloc[0, 0] == 0
 
 
@@ -181,6 +194,8 @@ def test_a_seed_unit_vintage_serves_the_mean_and_reports_each_seed(pipeline, ful
     (backtest,) = pipeline.materialization(result, "backtest_daily")
     table = backtest.metadata["seed_table"].value
     assert "seed 7" in table and "seed 8" in table and "±" in table and "ensemble" in table
+    days = len(pipeline.warehouse.query("SELECT * FROM backtest_daily WHERE date BETWEEN '2016-06-15' AND '2016-06-30'"))
+    assert f"{days} points" in backtest.metadata["cumulative_excess_return_with_cost"].value
 
 
 def test_predicting_a_day_without_features_fails_and_names_the_day(pipeline, full_run):

@@ -37,21 +37,29 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
 
 
 @contextlib.contextmanager
-def running_webserver(home: Path, timeout: float = 180.0) -> Iterator[tuple[int, int]]:
+def running_webserver(home: Path, timeout: float = 180.0, environ: dict[str, str] | None = None,
+                      via_cli: bool = False) -> Iterator[tuple[int, int]]:
     """A ``dagster-webserver`` for the repo's workspace.yaml on 127.0.0.1; yields
-    (port, process group id).
+    (port, process group id). ``environ`` replaces the test process's environment.
+    ``via_cli``: the way the README opens the UI, ``alstm-pipeline ui`` (webserver and
+    daemon), started outside the repository with only ALSTM_PIPELINE_HOME naming the home;
+    its output is in ``home/webserver.log``.
 
     It runs in its own process group (``start_new_session``) so the whole group, the code
     server child included, is terminated at the end and nothing outlives the test.
     """
     port = free_port()
-    env = {**os.environ, "ALSTM_PIPELINE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
-    (home / "dagster").mkdir(parents=True, exist_ok=True)
+    env = {**(os.environ if environ is None else environ), "ALSTM_PIPELINE_HOME": str(home)}
     log = open(home / "webserver.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    if via_cli:
+        env.pop("DAGSTER_HOME", None)
+        command, cwd = [sys.executable, "-m", "alstm_pipeline.cli", "ui", "--port", str(port)], home
+    else:
+        env["DAGSTER_HOME"] = str(home / "dagster")
+        (home / "dagster").mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]
+        cwd = REPO_ROOT
+    server = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -73,6 +81,13 @@ def running_webserver(home: Path, timeout: float = 180.0) -> Iterator[tuple[int,
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
+        # `dagster dev` exits before its code servers do (they stop on their own heartbeat):
+        # give the group a while, then stop what is left of it.
+        deadline = time.monotonic() + 30
+        while process_group_alive(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
         log.close()
 
 

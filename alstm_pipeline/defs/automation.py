@@ -1,15 +1,22 @@
 """Schedules and the sensor that keep the graph current without anyone clicking.
 
-- ``daily_update`` (weekday evenings): ingest today's bars and recompute features, labels,
-  predictions, IC over the last few weekdays (the label and IC of the day whose two-day
-  look-ahead just completed are filled in by the same run), then the backtest.
+- The jobs, one per kind of partition (a run covers partitions of one kind): ``data_days``
+  (universe, bars, calendar, features, labels), ``train_vintage`` (one alstm_model
+  vintage), ``scoring_days`` (predictions, ic_daily, then the backtest). The CLI runs
+  these same jobs, so every run, from the terminal or not, opens and re-executes in the UI.
+- ``daily_update`` (weekday evenings): ingest today's bars and recompute features and labels
+  over the last few weekdays (the label of the day whose two-day look-ahead just completed
+  is filled in by the same run); ``score_new_days`` then scores them and recomputes IC and
+  the backtest.
 - ``daily_retrain`` (weekday nights): when ``ALSTM_PIPELINE_RETRAIN_STEP`` trading days
   have passed since the newest vintage, train tonight's rolling vintage (serving from the
   next weekday), warm-started from the vintage in force, behind the promotion gate.
 - ``follow_raw_backfill`` (sensor): when raw_ohlcv partitions are re-materialised by a run
   or backfill that did not also recompute features, recompute every downstream day.
+- ``score_new_days`` (run-status sensor): after a data_days run of the schedule or of
+  follow_raw_backfill succeeds, score its days (scoring_days over the same range).
 
-All three are RUNNING by default. Times, time zone and retraining policy come from the
+All four are RUNNING by default. Times, time zone and retraining policy come from the
 environment (settings.py), so a deployment changes them without code.
 """
 
@@ -21,10 +28,10 @@ import dagster as dg
 import pandas as pd
 
 from alstm_pipeline import feature_sets, vintages
-from alstm_pipeline.defs.features import alpha158_features, labels
-from alstm_pipeline.defs.ingest import raw_ohlcv, trading_calendar
+from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
+from alstm_pipeline.defs.ingest import raw_ohlcv, trading_calendar, universe
 from alstm_pipeline.defs.model import alstm_model
-from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK, VINTAGES, WEEKDAYS
+from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK, SCORING_DAYS, VINTAGES, WEEKDAYS
 from alstm_pipeline.defs.serving import backtest_daily, ic_daily, predictions
 from alstm_pipeline.runner import RANGE_END_TAG, RANGE_START_TAG
 from alstm_pipeline.settings import Settings, load_settings
@@ -37,20 +44,24 @@ BACKFILL_TAG = "dagster/backfill"
 
 SETTINGS = load_settings()
 
-daily_update_job = dg.define_asset_job(
-    "daily_update",
-    selection=[raw_ohlcv, trading_calendar, alpha158_features, labels, predictions, ic_daily, backtest_daily],
-    description="today's bars → features, labels (of the day whose look-ahead completed) → predictions → IC → backtest",
+# The tag that asks score_new_days to score a data_days run's range: the scoring assets to run.
+SCORE_AFTER_TAG = "alstm_pipeline/score_after"
+
+data_days_job = dg.define_asset_job(
+    "data_days",
+    selection=[universe, raw_ohlcv, trading_calendar, alpha158_features, alpha360_features, labels],
+    description="weekday partitions of market data: universe → raw_ohlcv → trading_calendar → features, labels",
 )
-retrain_job = dg.define_asset_job(
-    "daily_retrain", selection=[alstm_model],
-    description="train tonight's rolling vintage behind the promotion gate",
+train_vintage_job = dg.define_asset_job(
+    "train_vintage", selection=[alstm_model],
+    description="train one alstm_model vintage (partition = its first serving day) behind the promotion gate",
 )
-downstream_job = dg.define_asset_job(
-    "follow_raw_backfill",
-    selection=[trading_calendar, alpha158_features, labels, predictions, ic_daily],
-    description="recompute the days downstream of re-ingested raw_ohlcv partitions",
+scoring_days_job = dg.define_asset_job(
+    "scoring_days", selection=[predictions, ic_daily, backtest_daily],
+    description="score weekdays by the vintage in force on each → ic_daily → backtest_daily",
 )
+DAILY_DATA = [raw_ohlcv.key, trading_calendar.key, alpha158_features.key, labels.key]
+DOWNSTREAM_DATA = [trading_calendar.key, alpha158_features.key, labels.key]
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:
@@ -72,14 +83,44 @@ def current_keys(when: datetime) -> list[str]:
     return [key for key in WEEKDAYS.get_partition_keys(current_time=end_of_today) if key <= today.strftime("%Y-%m-%d")]
 
 
-@dg.schedule(job=daily_update_job, cron_schedule=SETTINGS.daily_cron, execution_timezone=SETTINGS.timezone,
+def score_after(*assets) -> dict[str, str]:
+    """The tag asking score_new_days to run ``assets`` over the run's range once it succeeds."""
+    return {SCORE_AFTER_TAG: ",".join(asset.key.to_user_string() for asset in assets)}
+
+
+@dg.schedule(job=data_days_job, name="daily_update", cron_schedule=SETTINGS.daily_cron, execution_timezone=SETTINGS.timezone,
              default_status=dg.DefaultScheduleStatus.RUNNING)
 def daily_update_schedule(context: dg.ScheduleEvaluationContext):
     keys = current_keys(context.scheduled_execution_time)
     if not keys:
         return dg.SkipReason("no weekday partition up to today")
     first, last = keys[max(0, len(keys) - 1 - RELABEL_WEEKDAYS)], keys[-1]
-    return dg.RunRequest(run_key=f"daily_update-{last}", tags=range_tags(first, last))
+    return dg.RunRequest(run_key=f"daily_update-{last}", asset_selection=DAILY_DATA,
+                         tags={**range_tags(first, last), **score_after(predictions, ic_daily, backtest_daily)})
+
+
+def scoring_range(first: str, last: str) -> tuple[str, str] | None:
+    """[first, last] clipped to the scoring partitions (None: no day of it may be scored)."""
+    keys = [key for key in SCORING_DAYS.get_partition_keys() if first <= key <= last]
+    return (keys[0], keys[-1]) if keys else None
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[data_days_job], request_job=scoring_days_job,
+                      default_status=dg.DefaultSensorStatus.RUNNING)
+def score_new_days(context: dg.RunStatusSensorContext):
+    """Score the days a scheduled or sensor-launched data_days run just (re)computed: its
+    range, from the first day a vintage may serve. The two kinds of partition cannot share
+    a run, so the scoring run follows the data run."""
+    run = context.dagster_run
+    wanted = run.tags.get(SCORE_AFTER_TAG)
+    first, last = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+    if not wanted or not first or not last:
+        return dg.SkipReason(f"run {run.run_id} asked for no scoring (launched by hand or by the CLI, which scores itself)")
+    days = scoring_range(first, last)
+    if days is None:
+        return dg.SkipReason(f"{first}..{last} holds no scoring partition (they start at {SCORING_DAYS.get_first_partition_key()})")
+    return dg.RunRequest(run_key=f"score_new_days-{run.run_id}", tags=range_tags(*days),
+                         asset_selection=[dg.AssetKey(name) for name in wanted.split(",")])
 
 
 def retrain_request(store: Warehouse, as_of: pd.Timestamp, settings: Settings = SETTINGS) -> dg.RunRequest | dg.SkipReason:
@@ -113,7 +154,7 @@ def retrain_request(store: Warehouse, as_of: pd.Timestamp, settings: Settings = 
     )
 
 
-@dg.schedule(job=retrain_job, cron_schedule=SETTINGS.retrain_cron, execution_timezone=SETTINGS.timezone,
+@dg.schedule(job=train_vintage_job, name="daily_retrain", cron_schedule=SETTINGS.retrain_cron, execution_timezone=SETTINGS.timezone,
              default_status=dg.DefaultScheduleStatus.RUNNING)
 def daily_retrain_schedule(context: dg.ScheduleEvaluationContext):
     store = Warehouse(SETTINGS.warehouse_path)
@@ -144,7 +185,7 @@ def covered_by_its_run_or_backfill(instance: dg.DagsterInstance, run: dg.Dagster
     return any(selects_features(sibling.asset_selection) for sibling in siblings)
 
 
-@dg.sensor(job=downstream_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=data_days_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING)
 def follow_raw_backfill(context: dg.SensorEvaluationContext):
     """Recompute downstream days after raw_ohlcv partitions change outside the daily job.
 
@@ -167,4 +208,5 @@ def follow_raw_backfill(context: dg.SensorEvaluationContext):
     high = keys.index(max(changed)) if max(changed) in keys else len(keys) - 1
     first = keys[max(0, low - RELABEL_WEEKDAYS)]
     last = keys[min(len(keys) - 1, high + FEATURE_LOOKBACK.weekdays)]
-    return dg.RunRequest(run_key=f"follow_raw_backfill-{records.cursor}", tags=range_tags(first, last))
+    return dg.RunRequest(run_key=f"follow_raw_backfill-{records.cursor}", asset_selection=DOWNSTREAM_DATA,
+                         tags={**range_tags(first, last), **score_after(predictions, ic_daily)})

@@ -15,6 +15,7 @@ import pandas as pd
 from pydantic import Field
 
 from alstm_pipeline import feature_sets, quality, vintages
+from alstm_pipeline.evaluation.sparklines import described
 from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.partitions import VINTAGES
 from alstm_pipeline.defs.resources import ModelStoreResource, WarehouseResource
@@ -93,6 +94,13 @@ def _gpu_name(device: str) -> str:
     return torch.cuda.get_device_name(torch.device(device))
 
 
+def loss_sparklines(card: dict) -> dict[str, str]:
+    """Train and valid loss per epoch as one-line charts (the first seed's when several)."""
+    run = card["per_seed"][0]
+    curves = {"train_loss_by_epoch": run.get("train_losses"), "valid_loss_by_epoch": run.get("valid_losses")}
+    return {name: described(values, digits=5) for name, values in curves.items() if values}
+
+
 def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
@@ -107,8 +115,9 @@ def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
           dg.AssetDep(labels, partition_mapping=dg.AllPartitionMapping()),
           # Either feature table can feed a vintage (config feature_set; its metadata says which).
           dg.AssetDep(alpha360_features, partition_mapping=dg.AllPartitionMapping()), "trading_calendar", "universe"],
+    # The check is partitioned like the asset, so the UI shows which vintage it judged.
     check_specs=[dg.AssetCheckSpec(
-        "promotion_gate", asset="alstm_model", blocking=True,
+        "promotion_gate", asset="alstm_model", blocking=True, partitions_def=VINTAGES,
         description="validation loss and IC against the vintage in force: a failing vintage is registered as rejected and never serves",
     )],
     metadata={"dagster/table_name": "model_registry"},
@@ -125,6 +134,9 @@ def alstm_model(
     from alstm_pipeline.model.checkpoint import load_registered
     from alstm_pipeline.model.publishing import publish_checkpoint, remove_orphaned_checkpoints
     from alstm_pipeline.model.ensemble import members_of
+    from alstm_pipeline.threads import apply_torch_threads
+
+    context.log.info(f"torch uses {apply_torch_threads()} CPU thread(s) (ALSTM_PIPELINE_TORCH_THREADS)")
 
     key = context.partition_key
     try:
@@ -196,13 +208,15 @@ def alstm_model(
     }, stats)
     context.log.info(f"alstm_model {key}: {card['version']} {'promoted' if decision.passed else 'REJECTED'}: {decision.reason}")
     _track_training(context, card, png, plan, decision, warehouse, config.experiment)
-    gate_metadata = {"reason": decision.reason, "valid_loss": candidate_loss, "valid_ic": candidate_ic,
+    gate_metadata = {"version": card["version"], "reason": decision.reason, "valid_loss": candidate_loss, "valid_ic": candidate_ic,
                      "in_force": "none" if incumbent is None else str(incumbent["version"])}
     if incumbent_loss is not None:
         gate_metadata.update({"in_force_valid_loss": incumbent_loss, "in_force_valid_ic": incumbent_ic})
     return dg.MaterializeResult(
         metadata={
             "version": card["version"],
+            # Sparklines first: the asset page shows text inline, the PNG behind a link.
+            **loss_sparklines(card),
             "feature_set": fs.name,
             "feature_table": fs.table,
             "status": "promoted" if decision.passed else "rejected",

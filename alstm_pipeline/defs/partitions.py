@@ -91,7 +91,23 @@ def weekday_partitions(start: str, last: str | None) -> dg.TimeWindowPartitionsD
     return dg.TimeWindowPartitionsDefinition(start=start, end=end, fmt="%Y-%m-%d", cron_schedule="0 0 * * 1-5")
 
 
-WEEKDAYS = weekday_partitions(*partition_bounds(load_settings()))
+def scoring_partitions(settings: Settings, start: str, last: str | None) -> dg.TimeWindowPartitionsDefinition:
+    """The weekdays a vintage may score: from ``ALSTM_PIPELINE_SCORING_START`` (default the
+    fixed split's first test day) or the first data day, whichever is later. Days before
+    it are no partitions of predictions / ic_daily at all, rather than partitions that stay
+    "missing" forever because no vintage may serve them (a vintage's training data come
+    before its first day). Rolling vintages that serve earlier days need an earlier start."""
+    first = max(pd.Timestamp(start), pd.Timestamp(settings.scoring_start)).strftime("%Y-%m-%d")
+    if last is not None and first > last:
+        first = start  # a source that ends before the scoring start: no gap to hide
+    return weekday_partitions(first, last)
+
+
+_BOUNDS = partition_bounds(load_settings())
+WEEKDAYS = weekday_partitions(*_BOUNDS)
+# predictions and ic_daily: the same weekdays from the first day a vintage may serve. The
+# lookback mappings are time windows, so they reach back into WEEKDAYS before that day.
+SCORING_DAYS = scoring_partitions(load_settings(), *_BOUNDS)
 
 # One partition per model vintage, keyed by the first day it may score (vintages.py).
 # Added by `alstm-pipeline run` (the fixed split), `alstm-pipeline retrain` and

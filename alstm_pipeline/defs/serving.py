@@ -12,7 +12,7 @@ from alstm_pipeline import feature_sets, quality, vintages
 from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.ingest import raw_ohlcv
 from alstm_pipeline.defs.model import MLFLOW_EXPERIMENT, TEST_START, alstm_model
-from alstm_pipeline.defs.partitions import WEEKDAYS, WINDOW_LOOKBACK, window_dates
+from alstm_pipeline.defs.partitions import SCORING_DAYS, WINDOW_LOOKBACK, window_dates
 from alstm_pipeline.defs.resources import MarketDataResource, WarehouseResource
 from alstm_pipeline.evaluation import (
     TopkDropoutConfig,
@@ -27,7 +27,9 @@ from alstm_pipeline.evaluation import (
     run_topk_dropout,
 )
 from alstm_pipeline.evaluation.seeds import seed_benchmark_table, seed_table_markdown
+from alstm_pipeline.evaluation.sparklines import described
 from alstm_pipeline.sources import SourceDataError
+from alstm_pipeline.threads import apply_torch_threads
 from alstm_pipeline.warehouse import Warehouse, registry, tables
 
 ROLLING_IC_DAYS = 20
@@ -102,7 +104,7 @@ class PredictionsConfig(dg.Config):
 @dg.asset(
     group_name="serving",
     kinds={"duckdb"},
-    partitions_def=WEEKDAYS,
+    partitions_def=SCORING_DAYS,
     backfill_policy=dg.BackfillPolicy.single_run(),
     # Which vintage scores a day is decided from model_registry at run time (the newest
     # promoted one serving from that day or earlier): every vintage is a possible parent.
@@ -122,6 +124,7 @@ def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, wa
         fs = feature_sets.get(config.feature_set)
     except ValueError as error:
         raise dg.Failure(f"predictions: {error}", allow_retries=False) from None
+    apply_torch_threads()  # ALSTM_PIPELINE_TORCH_THREADS: scoring shares the machine too
     start, end = window_dates(context)
     store = warehouse.get(context.log.info)
     calendar = tables.read_calendar(store)
@@ -186,7 +189,7 @@ def _vintage_metadata(context, table: pd.DataFrame, leaking: pd.DataFrame) -> di
 @dg.asset(
     group_name="serving",
     kinds={"duckdb"},
-    partitions_def=WEEKDAYS,
+    partitions_def=SCORING_DAYS,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[predictions, labels],
     metadata={"dagster/table_name": "ic_daily"},
@@ -213,6 +216,7 @@ def ic_daily(context: dg.AssetExecutionContext, config: ReportConfig, warehouse:
                                    "evaluation_period": f"{first.date()}..{last.date()}"}
     if len(history) > 1:
         metadata.update({key: float(value) for key, value in ic_summary(history["ic"], history["rank_ic"]).items()})
+        metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_curve"] = described(rolling_ic(history["ic"], ROLLING_IC_DAYS))
         metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_last"] = float(rolling_ic(history["ic"], ROLLING_IC_DAYS).iloc[-1])
     table, leaking = vintage_report(store, first, last)
     metadata.update(_vintage_metadata(context, table, leaking))
@@ -283,6 +287,15 @@ def _benchmark_returns(market_data: MarketDataResource, prices: pd.DataFrame, co
     return returns.reindex(days).fillna(0.0)
 
 
+def equity_sparklines(daily: pd.DataFrame) -> dict[str, str]:
+    """The equity plot's curves as one-line charts the asset page shows inline: cumulative
+    (summed, as the plot and risk_analysis) strategy, benchmark and excess returns."""
+    after_cost = daily["return"] - daily["cost"]
+    return {"cumulative_return_with_cost": described(after_cost.cumsum()),
+            "cumulative_benchmark_return": described(daily["bench"].cumsum()),
+            "cumulative_excess_return_with_cost": described((after_cost - daily["bench"]).cumsum())}
+
+
 def _model_versions(table: pd.DataFrame) -> str | None:
     return ",".join(table["model_version"].astype(str)) if len(table) else None
 
@@ -322,7 +335,7 @@ def backtest_daily(context: dg.AssetExecutionContext, config: BacktestConfig, wa
     flat = {f"{group}.{key}": float(value) for group, values in summary.items() if isinstance(values, dict) for key, value in values.items()}
     flat.update({key: float(value) for key, value in summary.items() if not isinstance(value, dict)})
     equity = plot_equity(result)
-    metadata: dict[str, object] = {"dagster/row_count": written[tables.BACKTEST_TABLE],
+    metadata: dict[str, object] = {**equity_sparklines(result.daily), "dagster/row_count": written[tables.BACKTEST_TABLE],
                                    "position_rows": written[tables.POSITIONS_TABLE], "trade_rows": written[tables.TRADES_TABLE],
                                    "benchmark": ",".join(codes) or "equal-weight universe", **flat,
                                    "equity_curves": _png_markdown(equity, "equity")}
@@ -330,6 +343,7 @@ def backtest_daily(context: dg.AssetExecutionContext, config: BacktestConfig, wa
     ic = tables.read_ic_daily(store, first, last).set_index("date")
     if len(ic) > 1:
         pngs["ic.png"] = plot_ic(ic["ic"], ic["rank_ic"])
+        metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_curve"] = described(rolling_ic(ic["ic"], ROLLING_IC_DAYS))
         metadata["ic_plot"] = _png_markdown(pngs["ic.png"], "IC")
     table, leaking = vintage_report(store, first, last)
     metadata.update(_vintage_metadata(context, table, leaking))
