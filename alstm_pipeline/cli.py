@@ -151,7 +151,7 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None, fe
     run_config = {"ops": ops}
     first, last = weekday_range(WEEKDAYS.get_partition_keys(), start, end)
     print(f"alstm-pipeline: {select!r} over {first}..{last} of {settings.source} ({feature_set})", flush=True)
-    print(f"alstm-pipeline: warehouse {settings.warehouse_path}, instance {settings.dagster_home}", flush=True)
+    print(f"alstm-pipeline: warehouse {settings.open_warehouse().location}, instance {settings.dagster_home}", flush=True)
     began = time.perf_counter()
     results = materialize(build_definitions(), select, open_instance(settings), (first, last),
                           vintage or TEST_START, run_config=run_config, on_step=_announce)
@@ -263,7 +263,7 @@ def export(what: str, fmt: str | None, start: str | None, end: str | None, out: 
     """``export``: stored results → Qlib-shaped Parquet/CSV; prints each path written."""
     from alstm_pipeline import exports
     from alstm_pipeline.evaluation import BacktestResult, TopkDropoutConfig
-    from alstm_pipeline.warehouse import Warehouse, tables
+    from alstm_pipeline.warehouse import tables
 
     suffix = Path(out).suffix.lstrip(".").lower() if out and what != "backtest" else ""
     if fmt and suffix in exports.FORMATS and suffix != fmt:
@@ -271,9 +271,9 @@ def export(what: str, fmt: str | None, start: str | None, end: str | None, out: 
         return 2
     fmt = fmt or (suffix if suffix in exports.FORMATS else "parquet")
     settings = load_settings()
-    store = Warehouse(settings.warehouse_path)
-    if not store.path.exists():
-        print(f"alstm-pipeline: no warehouse at {store.path}. Fix: run `alstm-pipeline run` first.", file=sys.stderr)
+    store = settings.open_warehouse()
+    if not store.exists():
+        print(f"alstm-pipeline: no warehouse at {store.location}. Fix: run `alstm-pipeline run` first.", file=sys.stderr)
         return 1
     folder = settings.home / "exports"
     if what == "predictions":
@@ -311,12 +311,12 @@ def retrain(as_of: str | None) -> int:
     from alstm_pipeline.definitions import build_definitions
     from alstm_pipeline.defs.automation import local_today, retrain_request
     from alstm_pipeline.runner import materialize
-    from alstm_pipeline.warehouse import Warehouse, registry
+    from alstm_pipeline.warehouse import registry
 
     settings = load_settings()
-    store = Warehouse(settings.warehouse_path)
-    if not store.path.exists():
-        print(f"alstm-pipeline: no warehouse at {store.path}. Fix: run `alstm-pipeline run` first.", file=sys.stderr)
+    store = settings.open_warehouse()
+    if not store.exists():
+        print(f"alstm-pipeline: no warehouse at {store.location}. Fix: run `alstm-pipeline run` first.", file=sys.stderr)
         return 1
     day = pd.Timestamp(as_of) if as_of else local_today(pd.Timestamp.now(tz="UTC").to_pydatetime())
     request = retrain_request(store, day, settings)
@@ -347,10 +347,10 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None) -> in
     from alstm_pipeline.defs.partitions import WEEKDAYS
     from alstm_pipeline.report import print_summary
     from alstm_pipeline.runner import materialize
-    from alstm_pipeline.warehouse import Warehouse, tables
+    from alstm_pipeline.warehouse import tables
 
     settings = load_settings()
-    store = Warehouse(settings.warehouse_path)
+    store = settings.open_warehouse()
     if not store.table_exists("labels"):
         print("alstm-pipeline: the warehouse has no labels yet. Fix: run `alstm-pipeline run` first.", file=sys.stderr)
         return 1

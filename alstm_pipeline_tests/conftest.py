@@ -19,6 +19,9 @@ import pytest
 # the modules that check the logging switch it back on (test_qlib_run, test_tracking).
 os.environ.setdefault("ALSTM_PIPELINE_MLFLOW", "0")
 
+# The warehouse backends (DuckDB file, DuckLake catalogs) as a parametrised fixture.
+pytest_plugins = ["alstm_pipeline_tests.backends"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("ALSTM_SHARED_DIR", REPO_ROOT.parent / "shared"))
 SHARED_GOLDEN_DIR = SHARED_DIR / "golden"
