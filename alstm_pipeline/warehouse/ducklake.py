@@ -33,6 +33,7 @@ import importlib
 import os
 import random
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -87,6 +88,17 @@ def _extension(db: duckdb.DuckDBPyConnection, name: str) -> None:
             f"DuckLake needs DuckDB's {name} extension, which duckdb {duckdb.__version__} cannot load ({error}). "
             "Fix: pip install 'alstm_pipeline[ducklake]' (its wheels are built for duckdb 1.5.5)."
         ) from error
+
+
+def _write_ahead_log(file: Path) -> None:
+    """Put a SQLite catalog in WAL mode (kept in the file). In SQLite's default rollback
+    mode an open DuckLake transaction's catalog read blocks every other writer's commit
+    until it ends, so two writers in flight fail each other ("database is locked") until
+    one gives up; with WAL readers never block the writer, and the later of two writers
+    fails fast at commit and is replayed (measured with DuckLake 1.5.5)."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(file)) as catalog:
+        catalog.execute("PRAGMA journal_mode=WAL").fetchall()
 
 
 class _Replayable:
@@ -171,7 +183,7 @@ class DuckLakeWarehouse(Warehouse):
         if self.data_path and "://" not in self.data_path:
             Path(self.data_path).mkdir(parents=True, exist_ok=True)
         if kind == "sqlite":
-            Path(self.catalog.split(":", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+            _write_ahead_log(Path(self.catalog.split(":", 1)[1]))
         # Processes attaching a new catalog at the same moment race to create its tables;
         # the losers find them created on the next try. A DuckDB-file catalog held by
         # another process is waited for, as the embedded file is.
