@@ -10,9 +10,10 @@
   (a key the pipeline cannot honour stops it before anything runs, all such keys listed).
 - ``qlib-config WORKFLOW.yaml``: print the Dagster run config a workflow file maps to, for
   the UI's launchpad.
-- ``export predictions|labels|backtest [--format parquet|csv] [--start D] [--end D] [--out PATH]``:
+- ``export predictions|labels|backtest [--format parquet|csv] [--start D] [--end D] [--out PATH] [--as-of T]``:
   the stored results in the shapes of Qlib's recorders (pred.pkl, label.pkl, the
-  PortAnaRecord reports), as Parquet or CSV.
+  PortAnaRecord reports), as Parquet or CSV; with ``--as-of`` as they were stored at time T
+  (UTC) or DuckLake snapshot T (the DuckLake warehouse keeps every commit).
 - ``retrain [--as-of DATE]``: what the daily_retrain schedule does on that evening.
 - ``evaluate-rolling [--start DATE] [--end DATE] [--step N]``: RollingGen over a test
   period: one vintage per N trading days, then predictions, IC and the backtest.
@@ -65,6 +66,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     export.add_argument("--start", help="first day (default: the first stored)")
     export.add_argument("--end", help="last day (default: the last stored)")
     export.add_argument("--out", help="file (predictions, labels) or folder (backtest); default under $ALSTM_PIPELINE_HOME/exports")
+    export.add_argument("--as-of", help="the tables as stored at this UTC time or snapshot id (DuckLake warehouse only)")
     retrain = commands.add_parser("retrain", help="what daily_retrain does on the evening of a date")
     retrain.add_argument("--as-of", help="evaluation date, YYYY-MM-DD (default: today in ALSTM_PIPELINE_TIMEZONE)")
     rolling = commands.add_parser("evaluate-rolling", help="RollingGen vintages over a test period, then predictions, IC, backtest")
@@ -259,11 +261,11 @@ def run_workflow(path: str, select: str) -> int:
     return run(select, first, last, vintage, run_config=config, summary_start=vintage)
 
 
-def export(what: str, fmt: str | None, start: str | None, end: str | None, out: str | None) -> int:
+def export(what: str, fmt: str | None, start: str | None, end: str | None, out: str | None, as_of: str | None = None) -> int:
     """``export``: stored results → Qlib-shaped Parquet/CSV; prints each path written."""
     from alstm_pipeline import exports
     from alstm_pipeline.evaluation import BacktestResult, TopkDropoutConfig
-    from alstm_pipeline.warehouse import tables
+    from alstm_pipeline.warehouse import WarehouseError, tables
 
     suffix = Path(out).suffix.lstrip(".").lower() if out and what != "backtest" else ""
     if fmt and suffix in exports.FORMATS and suffix != fmt:
@@ -276,6 +278,12 @@ def export(what: str, fmt: str | None, start: str | None, end: str | None, out: 
         print(f"alstm-pipeline: no warehouse at {store.location}. Fix: run `alstm-pipeline run` first.", file=sys.stderr)
         return 1
     folder = settings.home / "exports"
+    if as_of:  # e.g. the scores as served on an evening, before any later re-run replaced them
+        try:
+            store = store.as_of(int(as_of) if as_of.isdigit() else as_of)
+        except WarehouseError as error:
+            print(f"alstm-pipeline: {error}", file=sys.stderr)
+            return 2
     if what == "predictions":
         frames = {"pred": exports.signal_frame(tables.read_predictions(store, start, end))}
     elif what == "labels":
@@ -393,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "qlib-config":
             return print_run_config(args.workflow)
         if args.command == "export":
-            return export(args.what, args.format, args.start, args.end, args.out)
+            return export(args.what, args.format, args.start, args.end, args.out, args.as_of)
         if args.command == "retrain":
             return retrain(args.as_of)
         if args.command == "evaluate-rolling":

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from alstm_pipeline import cli
 from alstm_pipeline.defs.resources import WarehouseResource, project_resources
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.warehouse import Warehouse, WarehouseError, registry, tables
@@ -211,6 +212,26 @@ def test_a_dated_view_shows_the_predictions_as_served_before_a_rescore(tmp_path,
         store.as_of(pd.Timestamp("2000-01-01"))
     with pytest.raises(WarehouseError, match="keeps no snapshots"):
         Warehouse(tmp_path / "w.duckdb").as_of(served["snapshot_time"])
+
+
+def test_export_as_of_writes_the_scores_as_they_were_stored_then(tmp_path, monkeypatch, request, capsys):
+    spec = warehouse_spec("ducklake-sqlite", tmp_path, request)
+    monkeypatch.setenv("ALSTM_PIPELINE_HOME", str(tmp_path))
+    monkeypatch.setenv("ALSTM_PIPELINE_WAREHOUSE", spec)
+    store = load_settings().open_warehouse()
+    day = pd.Timestamp("2020-03-02")
+    tables.write_predictions(store, _scores("2020-03-02", 0, "served"), day, day)
+    served = int(store.snapshots()["snapshot_id"].iloc[-1])
+    tables.write_predictions(store, _scores("2020-03-02", 0.5, "rescored"), day, day)
+
+    assert cli.main(["export", "predictions", "--as-of", str(served), "--out", str(tmp_path / "served.parquet")]) == 0
+    exported = pd.read_parquet(tmp_path / "served.parquet")
+    assert exported["score"].tolist() == _scores("2020-03-02", 0)["score"].tolist()
+
+    monkeypatch.delenv("ALSTM_PIPELINE_WAREHOUSE")
+    tables.write_predictions(load_settings().open_warehouse(), _scores("2020-03-02", 0), day, day)
+    assert cli.main(["export", "predictions", "--as-of", "2020-03-03"]) == 2
+    assert "keeps no snapshots" in capsys.readouterr().err
 
 
 # --- configuration ------------------------------------------------------------------------------------
