@@ -8,6 +8,7 @@ extension wheels: without them those cases skip with the reason (the dev extra h
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -34,13 +35,10 @@ def ducklake_available() -> bool:
         return False
 
 
-# TODO(lead): replace by the shared Postgres fixture when it is merged; this one is
-# deliberately small: initdb + pg_ctl as user postgres on 127.0.0.1, stopped at the end.
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[dict[str, str]]:
-    """A real Postgres on 127.0.0.1 in a temp dir: libpq settings (host, port, user)."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"no PostgreSQL binaries at {PG_BIN} (set ALSTM_PG_BIN)")
+@contextlib.contextmanager
+def running_postgres() -> Iterator[dict[str, str]]:
+    """A real Postgres on 127.0.0.1 in a temp dir, stopped and removed at the end: libpq
+    settings (host, port, user)."""
     folder = Path(tempfile.mkdtemp(prefix="alstm_pg_"))
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_postgres:  # initdb refuses root
@@ -55,6 +53,16 @@ def postgres_server() -> Iterator[dict[str, str]]:
     finally:
         run(str(PG_BIN / "pg_ctl"), "-D", str(folder / "data"), "-m", "fast", "-w", "stop")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# TODO(lead): replace by the shared Postgres fixture when it is merged; this one is
+# deliberately small: initdb + pg_ctl as user postgres on 127.0.0.1, stopped at the end.
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[dict[str, str]]:
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"no PostgreSQL binaries at {PG_BIN} (set ALSTM_PG_BIN)")
+    with running_postgres() as server:
+        yield server
 
 
 def postgres_catalog(server: dict[str, str]) -> str:

@@ -214,6 +214,23 @@ def test_a_dated_view_shows_the_predictions_as_served_before_a_rescore(tmp_path,
         Warehouse(tmp_path / "w.duckdb").as_of(served["snapshot_time"])
 
 
+def test_maintenance_merges_files_and_forgets_old_snapshots_but_keeps_the_rows(tmp_path, request):
+    store = open_warehouse(warehouse_spec("ducklake-sqlite", tmp_path, request), tmp_path)
+    for offset in range(3):  # three rewrites of two days: each leaves files of the old rows behind
+        for day in ("2020-03-02", "2020-03-03"):
+            tables.write_predictions(store, _scores(day, offset), pd.Timestamp(day), pd.Timestamp(day))
+    before = store.snapshots()
+    files = lambda: sorted(p for p in (tmp_path / "lake" / "data").rglob("*.parquet"))  # noqa: E731
+    count = len(files())
+    expected = tables.read_predictions(store)
+
+    left = store.maintain(keep_since=pd.Timestamp.now(tz="UTC"))
+    assert len(left) < len(before) and len(files()) < count
+    pd.testing.assert_frame_equal(tables.read_predictions(store), expected)
+    with pytest.raises(WarehouseError, match="no such snapshot"):
+        store.as_of(int(before["snapshot_id"].iloc[1]))
+
+
 def test_export_as_of_writes_the_scores_as_they_were_stored_then(tmp_path, monkeypatch, request, capsys):
     spec = warehouse_spec("ducklake-sqlite", tmp_path, request)
     monkeypatch.setenv("ALSTM_PIPELINE_HOME", str(tmp_path))

@@ -323,6 +323,22 @@ class DuckLakeWarehouse(Warehouse):
             raise WarehouseError(f"{dated.location}: no such snapshot ({error})") from error
         return dated
 
+    def maintain(self, keep_since: str | pd.Timestamp) -> pd.DataFrame:
+        """Merge the small files partition writes leave, forget the snapshots older than
+        ``keep_since`` (UTC) and delete the files only they used; returns the snapshots
+        left. Time travel reaches back to ``keep_since`` afterwards, no further."""
+        stamp = pd.Timestamp(keep_since)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+        def run() -> None:
+            with self.connect() as con:
+                con.execute(f"CALL ducklake_merge_adjacent_files('{ALIAS}')")
+                con.execute(f"CALL ducklake_expire_snapshots('{ALIAS}', older_than => ?::TIMESTAMPTZ)",
+                            [stamp.strftime("%Y-%m-%d %H:%M:%S.%f+00")])
+                con.execute(f"CALL ducklake_cleanup_old_files('{ALIAS}', cleanup_all => true)")
+        self._retry(run, "maintenance")
+        return self.snapshots()
+
     def snapshots(self) -> pd.DataFrame:
         """Every commit: snapshot_id, snapshot_time (UTC) and what it changed."""
         frame = self.query(f"SELECT snapshot_id, snapshot_time, changes FROM {ALIAS}.snapshots() ORDER BY snapshot_id")
