@@ -265,6 +265,7 @@ def test_the_setting_chooses_the_backend_and_the_resource_follows(tmp_path, monk
     assert lake.catalog == f"sqlite:{tmp_path / 'lake' / 'catalog.sqlite'}" and lake.data_path == f"{tmp_path / 'lake' / 'data'}/"
     resource = project_resources()["warehouse"]
     assert resource.get() == lake and WarehouseResource.of(lake) == resource
+    assert resource.home == tmp_path  # the writer lock and the MLflow store stay in the home
 
     monkeypatch.setenv("ALSTM_PIPELINE_WAREHOUSE", "ducklake:postgres:dbname=lake host=db.internal")
     monkeypatch.setenv("ALSTM_PIPELINE_WAREHOUSE_DATA", "s3://bucket/lake")

@@ -9,6 +9,7 @@ import pandas as pd
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.sources import Source, Universe, open_source
 from alstm_pipeline.warehouse import Warehouse, writer_lock
+from alstm_pipeline.warehouse.backends import EMBEDDED_FILE
 from alstm_pipeline.warehouse.ducklake import DuckLakeWarehouse, catalog_kind
 
 
@@ -25,19 +26,20 @@ class WarehouseResource(dg.ConfigurableResource):
     @classmethod
     def of(cls, store: Warehouse) -> "WarehouseResource":
         if isinstance(store, DuckLakeWarehouse):
-            return cls(path=str(store.path), ducklake_catalog=store.catalog, ducklake_data=store.data_path)
+            return cls(path=str(store.path / EMBEDDED_FILE), ducklake_catalog=store.catalog, ducklake_data=store.data_path)
         return cls(path=str(store.path))
 
     def get(self, log=None) -> Warehouse:
         if self.ducklake_catalog:
-            return DuckLakeWarehouse(path=Path(self.ducklake_data), catalog=self.ducklake_catalog,
+            return DuckLakeWarehouse(path=self.home, catalog=self.ducklake_catalog,
                                      data_path=self.ducklake_data, on_wait=log)
         return Warehouse(Path(self.path), on_wait=log)
 
     @property
     def home(self) -> Path:
-        """The folder of the writer lock: beside the DuckDB file (or DuckDB-file catalog)."""
-        return Path(self.ducklake_catalog if self.ducklake_catalog else self.path).parent
+        """The pipeline's home: the DuckDB file's folder (unused by DuckLake, whose
+        resource keeps the path for the home: the writer lock, the MLflow store)."""
+        return Path(self.path).parent
 
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):

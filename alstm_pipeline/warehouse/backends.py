@@ -53,4 +53,4 @@ def open_warehouse(spec: str, home: Path, data: str = "", on_wait=None) -> Wareh
     if parts is None:
         return Warehouse(home / EMBEDDED_FILE, on_wait=on_wait)
     catalog, data_path = parts
-    return DuckLakeWarehouse(path=Path(data_path), catalog=catalog, data_path=data_path, on_wait=on_wait)
+    return DuckLakeWarehouse(path=home, catalog=catalog, data_path=data_path, on_wait=on_wait)

@@ -140,7 +140,7 @@ class DuckLakeWarehouse(Warehouse):
     """The pipeline's tables in a DuckLake: ``catalog`` in DuckLake's ATTACH syntax without
     the ``ducklake:`` prefix (``postgres:dbname=… host=…``, ``sqlite:/x/catalog.sqlite`` or
     ``/x/catalog.ducklake``), Parquet under ``data_path`` (a folder or an object-store URL).
-    ``path`` is the local data folder (messages name ``location``)."""
+    ``path`` is the pipeline's home folder (messages name ``location``)."""
 
     catalog: str = ""
     data_path: str = ""
