@@ -180,7 +180,11 @@ class DuckLakeWarehouse(Warehouse):
         kind = catalog_kind(self.catalog)
         if kind != "duckdb":
             _extension(db, f"{kind}_scanner")
-        if self.data_path and "://" not in self.data_path:
+        if "://" in self.data_path:
+            # s3://, gs://, az://…: credentials come from DuckDB's secrets (a persistent
+            # secret the operator creates once, CREATE PERSISTENT SECRET …).
+            _extension(db, "httpfs")
+        elif self.data_path:
             Path(self.data_path).mkdir(parents=True, exist_ok=True)
         if kind == "sqlite":
             _write_ahead_log(Path(self.catalog.split(":", 1)[1]))
@@ -192,7 +196,9 @@ class DuckLakeWarehouse(Warehouse):
 
     @contextlib.contextmanager
     def _database(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        if not self.concurrent:  # one process at a time: hold the catalog file only for the unit of work
+        # A DuckDB-file catalog admits one process: hold it only for the unit of work. Dated
+        # views are opened per use too, so a process reading many dates keeps none of them.
+        if not self.concurrent or self.snapshot is not None:
             db = self._new_database()
             try:
                 yield db
