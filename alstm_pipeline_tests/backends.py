@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -43,11 +44,16 @@ def running_postgres() -> Iterator[dict[str, str]]:
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_postgres:  # initdb refuses root
         shutil.chown(folder, "postgres")
-    port = str(55000 + os.getpid() % 5000)
+    with contextlib.closing(socket.socket()) as probe:  # a port free now on 127.0.0.1
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     run = lambda *args: subprocess.run([*as_postgres, *args], check=True, capture_output=True, text=True)  # noqa: E731
     run(str(PG_BIN / "initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "postgres")
-    run(str(PG_BIN / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"), "-w",
-        "-o", f"-h 127.0.0.1 -p {port} -k {folder}", "start")
+    try:
+        run(str(PG_BIN / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"), "-w",
+            "-o", f"-h 127.0.0.1 -p {port} -k {folder}", "start")
+    except subprocess.CalledProcessError as error:
+        raise RuntimeError(f"Postgres did not start: {(folder / 'log').read_text()[-2000:]}") from error
     try:
         yield {"host": "127.0.0.1", "port": port, "user": "postgres"}
     finally:

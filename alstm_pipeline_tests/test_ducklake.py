@@ -130,6 +130,33 @@ def test_two_runs_writing_different_partitions_at_once_both_succeed(tmp_path, ba
     assert len(counts) == 24 and (counts["n"] == 500).all()
 
 
+RUN = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from alstm_pipeline.warehouse.backends import open_warehouse
+    from alstm_pipeline_tests.conftest import SAMPLE_PATH
+    from alstm_pipeline_tests.pipeline import TestPipeline
+    home = Path(sys.argv[2])
+    TestPipeline(home, SAMPLE_PATH, warehouse=open_warehouse(sys.argv[1], home)).run("raw_ohlcv", sys.argv[3], sys.argv[4])
+""")
+
+
+@pytest.mark.parametrize("backend", ["ducklake-sqlite", "ducklake-postgres"])
+def test_two_dagster_runs_materialising_different_days_at_once_both_succeed(tmp_path, backend, request):
+    """Two processes each run the raw_ohlcv asset (its checks included) over their own days;
+    with a DuckLake catalog neither waits for the other's writer lock."""
+    spec = warehouse_spec(backend, tmp_path, request)
+    store = open_warehouse(spec, tmp_path)
+    TestPipeline(tmp_path, SAMPLE_PATH, warehouse=store).run("universe,raw_ohlcv,trading_calendar", "2016-06-20", "2016-06-24")
+    runs = [subprocess.Popen([sys.executable, "-c", RUN, spec, str(tmp_path), first, last], cwd=REPO_ROOT,
+                             stderr=subprocess.PIPE, text=True)
+            for first, last in (("2016-06-27", "2016-07-01"), ("2016-07-05", "2016-07-08"))]
+    errors = [run.communicate(timeout=600)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [error[-3000:] for error in errors]
+    counts = store.query("SELECT date, count(*) AS n FROM raw_ohlcv GROUP BY date ORDER BY date")
+    assert len(counts) == 14 and (counts["n"] == 100).all()
+
+
 @pytest.mark.parametrize("backend", ["ducklake-sqlite", "ducklake-postgres"])
 def test_a_commit_that_loses_to_another_writer_is_replayed_and_both_land(tmp_path, backend, request):
     """Deterministic conflict: a transaction opened before another writer's commit on the
