@@ -10,9 +10,10 @@
   (a key the pipeline cannot honour stops it before anything runs, all such keys listed).
 - ``qlib-config WORKFLOW.yaml``: print the Dagster run config a workflow file maps to, for
   the UI's launchpad.
-- ``export predictions|labels|backtest [--format parquet|csv] [--start D] [--end D] [--out PATH]``:
+- ``export predictions|labels|backtest [--format parquet|csv] [--start D] [--end D] [--out PATH] [--as-of T]``:
   the stored results in the shapes of Qlib's recorders (pred.pkl, label.pkl, the
-  PortAnaRecord reports), as Parquet or CSV.
+  PortAnaRecord reports), as Parquet or CSV; with ``--as-of`` as they were stored at time T
+  (UTC) or DuckLake snapshot T (the DuckLake warehouse keeps every commit).
 - ``retrain [--as-of DATE]``: what the daily_retrain schedule does on that evening.
 - ``evaluate-rolling [--start DATE] [--end DATE] [--step N]``: RollingGen over a test
   period: one vintage per N trading days, then predictions, IC and the backtest.
@@ -87,6 +88,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     export.add_argument("--start", help="first day (default: the first stored)")
     export.add_argument("--end", help="last day (default: the last stored)")
     export.add_argument("--out", help="file (predictions, labels) or folder (backtest); default under $ALSTM_PIPELINE_HOME/exports")
+    export.add_argument("--as-of", help="the tables as stored at this UTC time or snapshot id (DuckLake warehouse only)")
     retrain = command("retrain", "what daily_retrain does on the evening of a date",
                       "Do what the daily_retrain schedule does on the evening of --as-of: when "
                       "ALSTM_PIPELINE_RETRAIN_STEP trading days have passed since the newest vintage, train the "
@@ -221,7 +223,7 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None, fe
     run_config = {"ops": ops}
     first, last = weekday_range(WEEKDAYS.get_partition_keys(), start, end)
     print(f"alstm-pipeline: {select!r} over {first}..{last} of {settings.source} ({feature_set})", flush=True)
-    print(f"alstm-pipeline: warehouse {settings.warehouse_path}, instance {settings.dagster_home}", flush=True)
+    print(f"alstm-pipeline: warehouse {settings.open_warehouse().location}, instance {settings.dagster_home}", flush=True)
     began = time.perf_counter()
     results = materialize(build_definitions(), select, open_instance(settings), (first, last),
                           vintage or TEST_START, run_config=run_config, on_step=_announce)
@@ -339,11 +341,11 @@ def run_workflow(path: str, select: str) -> int:
     return run(select, first, last, vintage, run_config=config, summary_start=vintage)
 
 
-def export(what: str, fmt: str | None, start: str | None, end: str | None, out: str | None) -> int:
+def export(what: str, fmt: str | None, start: str | None, end: str | None, out: str | None, as_of: str | None = None) -> int:
     """``export``: stored results → Qlib-shaped Parquet/CSV; prints each path written."""
     from alstm_pipeline import exports
     from alstm_pipeline.evaluation import BacktestResult, TopkDropoutConfig
-    from alstm_pipeline.warehouse import Warehouse, tables
+    from alstm_pipeline.warehouse import WarehouseError, tables
 
     suffix = Path(out).suffix.lstrip(".").lower() if out and what != "backtest" else ""
     if fmt and suffix in exports.FORMATS and suffix != fmt:
@@ -351,11 +353,17 @@ def export(what: str, fmt: str | None, start: str | None, end: str | None, out: 
         return 2
     fmt = fmt or (suffix if suffix in exports.FORMATS else "parquet")
     settings = load_settings()
-    store = Warehouse(settings.warehouse_path)
-    if not store.path.exists():
-        print(f"alstm-pipeline: no warehouse at {store.path}. Fix: run `alstm-pipeline run` first.", file=sys.stderr)
+    store = settings.open_warehouse()
+    if not store.exists():
+        print(f"alstm-pipeline: no warehouse at {store.location}. Fix: run `alstm-pipeline run` first.", file=sys.stderr)
         return 1
     folder = settings.home / "exports"
+    if as_of:  # e.g. the scores as served on an evening, before any later re-run replaced them
+        try:
+            store = store.as_of(int(as_of) if as_of.isdigit() else as_of)
+        except WarehouseError as error:
+            print(f"alstm-pipeline: {error}", file=sys.stderr)
+            return 2
     if what == "predictions":
         frames = {"pred": exports.signal_frame(tables.read_predictions(store, start, end))}
     elif what == "labels":
@@ -391,12 +399,12 @@ def retrain(as_of: str | None) -> int:
     from alstm_pipeline.definitions import build_definitions
     from alstm_pipeline.defs.automation import local_today, retrain_request
     from alstm_pipeline.runner import materialize
-    from alstm_pipeline.warehouse import Warehouse, registry
+    from alstm_pipeline.warehouse import registry
 
     settings = load_settings()
-    store = Warehouse(settings.warehouse_path)
-    if not store.path.exists():
-        print(f"alstm-pipeline: no warehouse at {store.path}. Fix: run `alstm-pipeline run` first.", file=sys.stderr)
+    store = settings.open_warehouse()
+    if not store.exists():
+        print(f"alstm-pipeline: no warehouse at {store.location}. Fix: run `alstm-pipeline run` first.", file=sys.stderr)
         return 1
     day = pd.Timestamp(as_of) if as_of else local_today(pd.Timestamp.now(tz="UTC").to_pydatetime())
     request = retrain_request(store, day, settings)
@@ -427,10 +435,10 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None) -> in
     from alstm_pipeline.defs.partitions import SCORING_DAYS, WEEKDAYS
     from alstm_pipeline.report import print_summary
     from alstm_pipeline.runner import materialize
-    from alstm_pipeline.warehouse import Warehouse, tables
+    from alstm_pipeline.warehouse import tables
 
     settings = load_settings()
-    store = Warehouse(settings.warehouse_path)
+    store = settings.open_warehouse()
     if not store.table_exists("labels"):
         print("alstm-pipeline: the warehouse has no labels yet. Fix: run `alstm-pipeline run` first.", file=sys.stderr)
         return 1
@@ -479,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "qlib-config":
             return print_run_config(args.workflow)
         if args.command == "export":
-            return export(args.what, args.format, args.start, args.end, args.out)
+            return export(args.what, args.format, args.start, args.end, args.out, args.as_of)
         if args.command == "retrain":
             return retrain(args.as_of)
         if args.command == "evaluate-rolling":

@@ -6,7 +6,7 @@ import pandas as pd
 
 from alstm_pipeline.evaluation import ic_summary, risk_analysis
 from alstm_pipeline.settings import Settings
-from alstm_pipeline.warehouse import Warehouse, registry, tables
+from alstm_pipeline.warehouse import registry, tables
 
 SUMMARY_TABLES = ("raw_ohlcv", "alpha158_features", "alpha360_features", "labels", "predictions", "ic_daily", "backtest_daily")
 DEFAULT_PERIOD_START = "2017-01-01"
@@ -20,10 +20,10 @@ def benchmark_name(codes: str) -> str:
 def print_summary(settings: Settings, start=None, end=None, benchmark: str = "") -> None:
     """Tables, the vintages, the IC summary and backtest of the evaluation period;
     ``benchmark`` is the backtest's (BacktestConfig.benchmark, "" = equal-weight universe)."""
-    store = Warehouse(settings.warehouse_path)
-    if not store.path.exists():
+    store = settings.open_warehouse()
+    if not store.exists():
         return
-    print(f"\nwarehouse: {store.path}")
+    print(f"\nwarehouse: {store.location}")
     for table in SUMMARY_TABLES:
         found = tables.table_summary(store, table)
         if found is not None:

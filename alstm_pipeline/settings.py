@@ -4,6 +4,8 @@
 |---|---|---|
 | ``ALSTM_PIPELINE_SOURCE`` | the bundled sample | market data: Parquet file/folder, CSV folder or Qlib provider dir |
 | ``ALSTM_PIPELINE_HOME`` | ``data/home`` | ``warehouse.duckdb``, ``models/`` and the Dagster instance ``dagster/`` |
+| ``ALSTM_PIPELINE_WAREHOUSE`` | the DuckDB file in the home | ``ducklake`` or ``ducklake:<catalog>``: the DuckLake warehouse (``warehouse/backends.py``) |
+| ``ALSTM_PIPELINE_WAREHOUSE_DATA`` | ``<home>/lake/data/`` | where DuckLake writes its Parquet files (a folder or ``s3://…``) |
 | ``ALSTM_PIPELINE_UNIVERSE`` | every instrument | a Qlib instruments file (``CODE<TAB>start<TAB>end``) |
 | ``ALSTM_PIPELINE_START`` / ``_END`` | the source's first / last date | first / last weekday partition |
 | ``ALSTM_PIPELINE_LIVE`` | ``0`` | ``1``: partitions run to today (a live deployment that ingests daily) |
@@ -78,10 +80,17 @@ class Settings:
     warm_start_epochs: int = 5
     scoring_start: str = FIXED_TEST_START
     torch_threads: int = 0  # 0: torch's own default
+    warehouse: str = ""
+    warehouse_data: str = ""
 
     @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse.duckdb"
+
+    def open_warehouse(self, on_wait=None):
+        """The warehouse these settings name: the DuckDB file, or DuckLake (nothing is opened)."""
+        from alstm_pipeline.warehouse.backends import open_warehouse
+        return open_warehouse(self.warehouse, self.home, self.warehouse_data, on_wait)
 
     @property
     def models_dir(self) -> Path:
@@ -116,4 +125,12 @@ def load_settings() -> Settings:
         warm_start_epochs=_int("ALSTM_PIPELINE_WARM_START_EPOCHS", Settings.warm_start_epochs),
         scoring_start=env("ALSTM_PIPELINE_SCORING_START") or Settings.scoring_start,
         torch_threads=_int("ALSTM_PIPELINE_TORCH_THREADS", Settings.torch_threads),
+        warehouse=_warehouse(env("ALSTM_PIPELINE_WAREHOUSE") or ""),
+        warehouse_data=env("ALSTM_PIPELINE_WAREHOUSE_DATA") or "",
     )
+
+
+def _warehouse(spec: str) -> str:
+    from alstm_pipeline.warehouse.backends import check_spec
+    check_spec(spec)
+    return spec

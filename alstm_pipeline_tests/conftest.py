@@ -23,6 +23,9 @@ os.environ.setdefault("ALSTM_PIPELINE_MLFLOW", "0")
 # (test_webserver checks the default in a webserver started without this).
 os.environ.setdefault("ALSTM_PIPELINE_SCORING_START", "2000-01-03")
 
+# The warehouse backends (DuckDB file, DuckLake catalogs) as a parametrised fixture.
+pytest_plugins = ["alstm_pipeline_tests.backends"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("ALSTM_SHARED_DIR", REPO_ROOT.parent / "shared"))
 SHARED_GOLDEN_DIR = SHARED_DIR / "golden"

@@ -17,11 +17,11 @@ class TestPipeline:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, home: Path, source: Path, universe: Path | None = None) -> None:
+    def __init__(self, home: Path, source: Path, universe: Path | None = None, warehouse: Warehouse | None = None) -> None:
         self.home = home
-        self.warehouse = Warehouse(home / "warehouse.duckdb")
+        self.warehouse = warehouse or Warehouse(home / "warehouse.duckdb")
         self.defs = build_definitions({
-            "warehouse": WarehouseResource(path=str(self.warehouse.path)),
+            "warehouse": WarehouseResource.of(self.warehouse),
             "market_data": MarketDataResource(source_path=str(source), universe_path=str(universe or "")),
             "model_store": ModelStoreResource(root=str(home / "models")),
         })

@@ -114,8 +114,8 @@ def test_a_vintage_may_not_end_on_or_after_its_first_day():
                             ("2015-01-01", "2015-12-31"), "2015-01-01")
 
 
-def _labelled_warehouse(path, days) -> Warehouse:
-    store = Warehouse(path / "warehouse.duckdb")
+def _labelled_warehouse(path, days, store: Warehouse | None = None) -> Warehouse:
+    store = store or Warehouse(path / "warehouse.duckdb")
     raw = pd.DataFrame({"instrument": "AAPL", "date": days, "close": np.float32(1.0)})
     store.replace_date_range("raw_ohlcv", raw, days[0], days[-1])
     labels = pd.DataFrame({"instrument": "AAPL", "date": days, "LABEL0": np.float32(0.01)})
@@ -125,10 +125,10 @@ def _labelled_warehouse(path, days) -> Warehouse:
     return store
 
 
-def test_retrain_request_is_tonights_rolling_vintage_then_waits_a_step(tmp_path):
+def test_retrain_request_is_tonights_rolling_vintage_then_waits_a_step(tmp_path, make_warehouse):
     settings = load_settings()
     days = pd.bdate_range("2010-01-04", "2019-06-28")
-    store = _labelled_warehouse(tmp_path, days)
+    store = _labelled_warehouse(tmp_path, days, make_warehouse(tmp_path))
     request = retrain_request(store, pd.Timestamp("2019-06-28"), settings)
     assert request.partition_key == "2019-07-01"  # serves from the next weekday
     config = request.run_config["ops"]["alstm_model"]["config"]
@@ -144,8 +144,8 @@ def test_retrain_request_is_tonights_rolling_vintage_then_waits_a_step(tmp_path)
     assert isinstance(skip, dg.SkipReason) and "RETRAIN_STEP" in skip.skip_message
 
 
-def test_retrain_waits_for_labels(tmp_path):
-    store = Warehouse(tmp_path / "warehouse.duckdb")
+def test_retrain_waits_for_labels(tmp_path, make_warehouse):
+    store = make_warehouse(tmp_path)
     assert isinstance(retrain_request(store, pd.Timestamp("2021-04-21")), dg.SkipReason)
 
 

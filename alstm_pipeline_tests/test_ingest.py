@@ -17,8 +17,9 @@ RANGE = ("2016-06-27", "2016-07-08")
 
 
 @pytest.fixture()
-def sample_pipeline(tmp_path) -> TestPipeline:
-    return TestPipeline(tmp_path, SAMPLE_PATH)
+def sample_pipeline(tmp_path, make_warehouse) -> TestPipeline:
+    """On each warehouse backend (backends.py)."""
+    return TestPipeline(tmp_path, SAMPLE_PATH, warehouse=make_warehouse(tmp_path))
 
 
 def _raw_counts(store: Warehouse) -> pd.DataFrame:
@@ -142,8 +143,8 @@ def test_bad_source_fails_the_run_and_keeps_previous_rows(tmp_path):
     pd.testing.assert_frame_equal(pipeline.warehouse.read_dates("raw_ohlcv", None, None), before)
 
 
-def test_failed_partition_write_rolls_back(tmp_path):
-    store = Warehouse(tmp_path / "w.duckdb")
+def test_failed_partition_write_rolls_back(tmp_path, make_warehouse):
+    store = make_warehouse(tmp_path)
     day = pd.Timestamp("2020-01-02")
     good = pd.DataFrame({"instrument": ["A", "B"], "date": [day, day], "close": [1.0, 2.0]})
     store.replace_date_range("t", good, day, day)

@@ -157,9 +157,9 @@ def retrain_request(store: Warehouse, as_of: pd.Timestamp, settings: Settings = 
 @dg.schedule(job=train_vintage_job, name="daily_retrain", cron_schedule=SETTINGS.retrain_cron, execution_timezone=SETTINGS.timezone,
              default_status=dg.DefaultScheduleStatus.RUNNING)
 def daily_retrain_schedule(context: dg.ScheduleEvaluationContext):
-    store = Warehouse(SETTINGS.warehouse_path)
-    if not store.path.exists():
-        return dg.SkipReason(f"no warehouse at {store.path} yet: run the main job (alstm-pipeline run) first")
+    store = SETTINGS.open_warehouse()
+    if not store.exists():
+        return dg.SkipReason(f"no warehouse at {store.location} yet: run the main job (alstm-pipeline run) first")
     request = retrain_request(store, local_today(context.scheduled_execution_time))
     if isinstance(request, dg.RunRequest):
         # The vintage partition must exist before the run that materialises it.

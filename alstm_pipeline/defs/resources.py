@@ -9,23 +9,43 @@ import pandas as pd
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.sources import Source, Universe, open_source
 from alstm_pipeline.warehouse import Warehouse, writer_lock
+from alstm_pipeline.warehouse.backends import EMBEDDED_FILE
+from alstm_pipeline.warehouse.ducklake import DuckLakeWarehouse, catalog_kind
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB file every asset reads and writes. A run holds the home's writer lock
-    from the resource's setup to its teardown, so runs on one home never write at once."""
+    """The warehouse every asset reads and writes: the DuckDB file ``path``, or DuckLake
+    when ``ducklake_catalog`` is set. A run on the DuckDB file (or a DuckDB-file catalog)
+    holds the home's writer lock from the resource's setup to its teardown, so those runs
+    never write at once; with a Postgres or SQLite catalog, runs write side by side."""
 
     path: str
+    ducklake_catalog: str = ""
+    ducklake_data: str = ""
+
+    @classmethod
+    def of(cls, store: Warehouse) -> "WarehouseResource":
+        if isinstance(store, DuckLakeWarehouse):
+            return cls(path=str(store.path / EMBEDDED_FILE), ducklake_catalog=store.catalog, ducklake_data=store.data_path)
+        return cls(path=str(store.path))
 
     def get(self, log=None) -> Warehouse:
+        if self.ducklake_catalog:
+            return DuckLakeWarehouse(path=self.home, catalog=self.ducklake_catalog,
+                                     data_path=self.ducklake_data, on_wait=log)
         return Warehouse(Path(self.path), on_wait=log)
 
     @property
     def home(self) -> Path:
+        """The pipeline's home: the DuckDB file's folder (unused by DuckLake, whose
+        resource keeps the path for the home: the writer lock, the MLflow store)."""
         return Path(self.path).parent
 
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):
+        if self.ducklake_catalog and catalog_kind(self.ducklake_catalog) != "duckdb":
+            yield self  # the catalog orders concurrent commits (DuckLakeWarehouse.transaction)
+            return
         run_id = context.run.run_id if context.run else "unknown"
         with writer_lock(self.home, run_id, on_wait=context.log.info if context.log else None):
             yield self
@@ -68,7 +88,7 @@ def project_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources from the settings (paths only; nothing is opened here)."""
     settings = load_settings()
     return {
-        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        "warehouse": WarehouseResource.of(settings.open_warehouse()),
         "market_data": MarketDataResource(
             source_path=str(settings.source),
             universe_path=str(settings.universe) if settings.universe else "",

@@ -193,6 +193,19 @@ class Warehouse:
             except duckdb.CatalogException as error:
                 raise WarehouseError(f"{self.path}: {error}") from error
 
+    @property
+    def location(self) -> str:
+        """Where the warehouse is, for messages."""
+        return str(self.path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def as_of(self, when) -> Warehouse:
+        """The warehouse as it stood at a time or snapshot: the DuckLake backend only."""
+        raise WarehouseError(f"{self.location}: a single DuckDB file keeps no snapshots; dated views "
+                             "need the DuckLake warehouse (ALSTM_PIPELINE_WAREHOUSE=ducklake...)")
+
     def read_dates(
         self, table: str, start: pd.Timestamp | None, end: pd.Timestamp | None, columns: str = "*"
     ) -> pd.DataFrame:

@@ -36,7 +36,7 @@ def _dates(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
 
 def _require(store: Warehouse, table: str, fix: str) -> None:
     if not store.table_exists(table):
-        raise WarehouseError(f"{store.path}: table {table} does not exist yet. Fix: {fix}")
+        raise WarehouseError(f"{store.location}: table {table} does not exist yet. Fix: {fix}")
 
 
 # --- universe ----------------------------------------------------------------------------
@@ -66,7 +66,10 @@ def refresh_calendar(store: Warehouse) -> tuple[str, str, int]:
     returns its first day, last day and length."""
     with store.transaction() as con:
         con.execute(f"CREATE OR REPLACE VIEW {CALENDAR_VIEW} AS SELECT DISTINCT date FROM {RAW_TABLE} ORDER BY date")
-        first, last, days = con.execute(f"SELECT min(date), max(date), count(*) FROM {CALENDAR_VIEW}").fetchone()
+    # Read after the commit: a DuckLake commit that conflicts is replayed, and a read inside
+    # the transaction would describe the first try.
+    first, last, days = store.query(
+        f"SELECT strftime(min(date), '%Y-%m-%d'), strftime(max(date), '%Y-%m-%d'), count(*) FROM {CALENDAR_VIEW}").iloc[0]
     return str(first), str(last), int(days)
 
 
