@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import Field
 
 from alstm_pipeline import feature_sets, quality, vintage_pool, vintages
+from alstm_pipeline.defs.executor import training_op_tags
 from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.partitions import VINTAGES
 from alstm_pipeline.defs.resources import ModelStoreResource, WarehouseResource
@@ -116,6 +117,7 @@ def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
         description="validation loss and IC against the vintage in force: a failing vintage is registered as rejected and never serves",
     )],
     metadata={"dagster/table_name": "model_registry"},
+    op_tags=training_op_tags(),  # a GPU node under the k8s executor when asked (defs/executor.py)
 )
 def alstm_model(
     context: dg.AssetExecutionContext, config: AlstmModelConfig, warehouse: WarehouseResource, model_store: ModelStoreResource
