@@ -357,7 +357,8 @@ def train_candidates(keys: list[str], calendar, model_config: dict, settings: Se
     threads = threads or vintage_pool.threads_per_worker(workers)
     tasks = [vintage_pool.CandidateTask(plan=form.plan(key, calendar), feature_set=form.feature_set,
                                         config=form.train_config(), warehouse=str(settings.warehouse_path),
-                                        folder=str(folder), threads=threads) for key in keys]
+                                        folder=str(folder), threads=threads, gpu=vintage_pool.gpu_for(index, form.device))
+             for index, key in enumerate(keys)]
     print(f"alstm-pipeline: training {len(keys)} vintages, {workers} at a time ({threads} torch thread(s) each)", flush=True)
     began = time.perf_counter()
     try:

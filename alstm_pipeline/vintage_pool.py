@@ -66,6 +66,17 @@ def threads_per_worker(workers: int, threads: int | None = None) -> int:
     return max(1, total // max(1, workers))
 
 
+def gpu_for(index: int, device: str) -> int | None:
+    """The GPU of the ``index``-th vintage when the config trains on CUDA and the node has
+    several: round robin, so ``workers`` ≤ GPUs concurrent vintages use distinct GPUs."""
+    if device == "cpu":
+        return None
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return index % count if count > 1 else None
+
+
 def vintage_samples(store: Warehouse, fs, calendar: pd.DatetimeIndex, plan: VintagePlan):
     """(features, labels, normaliser statistics, train samples, valid samples) of a vintage:
     what alstm_model and a candidate worker both train on."""
@@ -92,6 +103,9 @@ class CandidateTask:
     folder: str
     threads: int
     verbose: bool = True
+    # On a node with several GPUs: the one this vintage trains on (torch's current device,
+    # which "cuda"/"auto" resolve to); None = the first. Recorded in the card's device.
+    gpu: int | None = None
 
 
 def train_candidate(task: CandidateTask) -> dict[str, object]:
@@ -101,6 +115,8 @@ def train_candidate(task: CandidateTask) -> dict[str, object]:
     from alstm_pipeline.model import save_checkpoint
 
     torch.set_num_threads(task.threads)
+    if task.gpu is not None:
+        torch.cuda.set_device(task.gpu)
     key = task.plan.serves_from
     began = time.perf_counter()
     fs = feature_sets.get(task.feature_set)
