@@ -47,9 +47,12 @@ def homes(tmp_path_factory):
     universe.write_text("".join(f"{code}\t2000-01-01\t2030-12-31\n" for code in INSTRUMENTS))
     sequential = TestPipeline(sequential_home, SAMPLE_PATH, universe)
     sequential.run("universe,raw_ohlcv,trading_calendar,alpha158_features,labels", FIRST, LAST)
-    parallel_home = tmp_path_factory.mktemp("parallel")
-    shutil.copy(sequential.warehouse.path, parallel_home / "warehouse.duckdb")
-    return sequential, TestPipeline(parallel_home, SAMPLE_PATH, universe)
+    copies = []
+    for name in ("parallel", "reversed"):
+        home = tmp_path_factory.mktemp(name)
+        shutil.copy(sequential.warehouse.path, home / "warehouse.duckdb")
+        copies.append(TestPipeline(home, SAMPLE_PATH, universe))
+    return sequential, *copies
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +124,17 @@ def test_parallel_training_registered_in_order_equals_the_sequential_run(homes, 
         return frame
 
     pd.testing.assert_frame_equal(scored(pipeline), scored(sequential_run), check_exact=True)
+
+
+def test_registering_the_same_candidates_out_of_order_changes_the_gate(homes, keys, candidates, sequential_run):
+    """Why the order is enforced: the same three candidates, each in a folder of its own (so
+    nothing stops it), registered newest first, meet other vintages in force."""
+    pipeline = homes[2]
+    for key in reversed(keys):
+        alone = candidates.parent / f"alone-{key}"
+        shutil.copytree(candidates / key, alone / key)
+        cli.register_in_order(pipeline.defs, pipeline.instance, [key], {**ROLLING, "candidates": str(alone)}, _settings(pipeline))
+    in_order = registry.read_registry(sequential_run.warehouse).sort_values("vintage")
+    out_of_order = registry.read_registry(pipeline.warehouse).sort_values("vintage")
+    assert out_of_order["sha256"].tolist() == in_order["sha256"].tolist()  # the same models
+    assert out_of_order["status"].tolist() != in_order["status"].tolist()  # other decisions
