@@ -112,9 +112,19 @@ def train_candidate(task: CandidateTask) -> dict[str, object]:
     """Train one vintage from scratch and save it as ``<folder>/<vintage>/`` (worker entry point)."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(task.threads)
+    try:
+        return _train_candidate(task)
+    finally:
+        torch.set_num_threads(threads)  # a candidate trained in the caller's process leaves it as it was
+
+
+def _train_candidate(task: CandidateTask) -> dict[str, object]:
+    import torch
+
     from alstm_pipeline.model import save_checkpoint
 
-    torch.set_num_threads(task.threads)
     if task.gpu is not None:
         torch.cuda.set_device(task.gpu)
     key = task.plan.serves_from

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -48,7 +49,7 @@ def homes(tmp_path_factory):
     sequential = TestPipeline(sequential_home, SAMPLE_PATH, universe)
     sequential.run("universe,raw_ohlcv,trading_calendar,alpha158_features,labels", FIRST, LAST)
     copies = []
-    for name in ("parallel", "reversed"):
+    for name in ("parallel", "reversed", "dagster_job"):
         home = tmp_path_factory.mktemp(name)
         shutil.copy(sequential.warehouse.path, home / "warehouse.duckdb")
         copies.append(TestPipeline(home, SAMPLE_PATH, universe))
@@ -138,3 +139,21 @@ def test_registering_the_same_candidates_out_of_order_changes_the_gate(homes, ke
     out_of_order = registry.read_registry(pipeline.warehouse).sort_values("vintage")
     assert out_of_order["sha256"].tolist() == in_order["sha256"].tolist()  # the same models
     assert out_of_order["status"].tolist() != in_order["status"].tolist()  # other decisions
+
+
+def test_the_dagster_job_trains_the_same_candidates_as_parallel_steps(homes, keys, sequential_run):
+    """train_vintage_candidates (one step per vintage), then the in-order registration:
+    the sequential run's registry again."""
+    pipeline = homes[3]
+    config = {**ROLLING, "test_start": TEST_START, "test_end": TEST_END, "step": 20, "warehouse_path": str(pipeline.warehouse.path)}
+    result = pipeline.defs.resolve_job_def("train_vintage_candidates").execute_in_process(
+        run_config={"ops": {"plan_vintage_candidates": {"config": config}}}, instance=pipeline.instance)
+    assert result.success
+    folder = result.output_for_node("vintage_candidates_ready")
+    assert sorted(path.name for path in Path(folder).iterdir() if not path.name.startswith(".")) == keys
+    assert set(pipeline.instance.get_dynamic_partitions("vintages")) >= set(keys)
+    cli.register_in_order(pipeline.defs, pipeline.instance, keys, {**ROLLING, "candidates": folder}, _settings(pipeline))
+    expected = registry.read_registry(sequential_run.warehouse).sort_values("vintage")
+    got = registry.read_registry(pipeline.warehouse).sort_values("vintage")
+    pd.testing.assert_frame_equal(got[REGISTRY_COLUMNS].reset_index(drop=True),
+                                  expected[REGISTRY_COLUMNS].reset_index(drop=True), check_exact=True)
