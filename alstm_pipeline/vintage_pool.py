@@ -19,6 +19,9 @@ run would compare with (the newest promoted one registered before it), so promot
 serving and scores equal the sequential run's. Warm start is the one thing that cannot
 be parallel — it starts from the vintage registered just before — so candidates are
 always trained from scratch (what ``evaluate-rolling`` does sequentially too).
+
+Bits: torch's CPU kernels split reductions by thread, so a candidate's weights equal its
+sequential run's when both train with the same number of threads (``CandidateTask.threads``).
 """
 
 from __future__ import annotations
