@@ -14,9 +14,9 @@
   the stored results in the shapes of Qlib's recorders (pred.pkl, label.pkl, the
   PortAnaRecord reports), as Parquet or CSV.
 - ``retrain [--as-of DATE]``: what the daily_retrain schedule does on that evening.
-- ``evaluate-rolling [--start DATE] [--end DATE] [--step N] [--parallel K]``: RollingGen over
-  a test period: one vintage per N trading days (K trained at once, registered in order),
-  then predictions, IC and the backtest.
+- ``evaluate-rolling [--start DATE] [--end DATE] [--step N] [--parallel K] [--threads T]``:
+  RollingGen over a test period: one vintage per N trading days (K trained at once with T
+  torch threads each, registered in order), then predictions, IC and the backtest.
 
 Runs go into the persistent instance under ``$ALSTM_PIPELINE_HOME/dagster`` (or
 ``DAGSTER_HOME``), so ``dg dev`` shows them; runs on one home execute one after another.
@@ -75,6 +75,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     rolling.add_argument("--step", type=int, help="trading days between vintages (default ALSTM_PIPELINE_RETRAIN_STEP)")
     rolling.add_argument("--parallel", type=int, help="vintages trained at once, each in its own process with the cores "
                          "shared out (default ALSTM_PIPELINE_PARALLEL_VINTAGES, 1); registered in order either way")
+    rolling.add_argument("--threads", type=int, help="torch threads per vintage (default: the cores shared out); "
+                         "equal threads give bit-equal weights sequentially and in parallel")
     return parser.parse_args(argv)
 
 
@@ -400,7 +402,8 @@ def register_in_order(defs, instance, keys: list[str], model_config: dict, setti
     return results
 
 
-def evaluate_rolling(start: str | None, end: str | None, step: int | None, parallel: int | None = None) -> int:
+def evaluate_rolling(start: str | None, end: str | None, step: int | None, parallel: int | None = None,
+                     threads: int | None = None) -> int:
     from alstm_pipeline import vintage_pool, vintages
     from alstm_pipeline.definitions import build_definitions
     from alstm_pipeline.defs.model import TEST_START
@@ -424,13 +427,19 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None, paral
     began = time.perf_counter()
     workers = min(parallel or vintage_pool.parallel_setting(), len(keys))
     folder = None
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be ≥ 1, not {threads}")
     if workers > 1:
         # Every vintage trained at once (a process each), then registered one by one below.
         try:
-            folder = train_candidates(keys, calendar, model_config, settings, workers)
+            folder = train_candidates(keys, calendar, model_config, settings, workers, threads)
         except vintage_pool.CandidateError as error:
             print(f"alstm-pipeline: {error}", file=sys.stderr)
             return 1
+    elif threads:
+        import torch
+
+        torch.set_num_threads(threads)  # the vintages train in this process, inside their runs
     results = register_in_order(defs, instance, keys, {**model_config, "candidates": str(folder or "")}, settings)
     if results and not results[-1].success:
         return _report(results, began)
@@ -465,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "retrain":
             return retrain(args.as_of)
         if args.command == "evaluate-rolling":
-            return evaluate_rolling(args.start, args.end, args.step, args.parallel)
+            return evaluate_rolling(args.start, args.end, args.step, args.parallel, args.threads)
     except (ValueError, OSError) as error:
         # A setting or argument the user can fix: one line, no traceback.
         print(f"alstm-pipeline: {error}", file=sys.stderr)
