@@ -17,6 +17,9 @@ agree, and the 54-vintage cluster estimate from the measured costs. The full mea
 A reduced configuration that finishes in minutes on a shared 2-core machine:
 
     python benchmarks/bench_vintages.py --step 60 --instruments 20 --train-days 250 --valid-days 60 --epochs 2
+
+``--sequential-threads 1`` runs the sequential side with one torch thread, as each worker
+has on a 2-core machine: the gain of the processes alone, and bit-equal weights.
 """
 
 from __future__ import annotations
@@ -92,6 +95,9 @@ def main() -> None:
     parser.add_argument("--trunc-days", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=0, help="epoch cap (0 = the quick profile's 20, early stop 5)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--sequential-threads", type=int, default=0,
+                        help="torch threads of the sequential run (0 = torch's default, all cores); 1 isolates the gain of "
+                             "parallel processes from that of fewer threads per process")
     parser.add_argument("--pods", type=int, default=18, help="for the cluster estimate: vintages trained at once")
     parser.add_argument("--keep", type=Path, help="keep the homes in this folder (default: a temp dir, removed)")
     args = parser.parse_args()
@@ -123,6 +129,9 @@ def main() -> None:
         print(f"{len(keys)} vintages {keys[0]} … {keys[-1]} (step {args.step}), {n_instruments} instruments, "
               f"train {args.train_days} / valid {args.valid_days} days, epochs {args.epochs or 'quick profile'}")
 
+        if args.sequential_threads:
+            torch.set_num_threads(args.sequential_threads)
+        sequential_threads = torch.get_num_threads()
         began = time.perf_counter()
         cli.register_in_order(sequential.defs, sequential.instance, keys, config, sequential.settings)
         sequential_seconds = time.perf_counter() - began
@@ -145,7 +154,7 @@ def main() -> None:
         per_vintage_sequential = sequential_seconds / len(keys)
         per_registration = registering_seconds / len(keys)
         print()
-        print(f"sequential ({torch.get_num_threads()} threads): {sequential_seconds:7.1f} s = {per_vintage_sequential:.1f} s per vintage")
+        print(f"sequential ({sequential_threads} thread(s)): {sequential_seconds:7.1f} s = {per_vintage_sequential:.1f} s per vintage")
         print(f"parallel ({args.workers} workers × {vintage_pool.threads_per_worker(args.workers)} thread(s)): "
               f"{parallel_seconds:7.1f} s = training {training_seconds:.1f} s + registering {registering_seconds:.1f} s "
               f"({per_registration:.2f} s per vintage)")
