@@ -15,8 +15,9 @@
   PortAnaRecord reports), as Parquet or CSV; with ``--as-of`` as they were stored at time T
   (UTC) or DuckLake snapshot T (the DuckLake warehouse keeps every commit).
 - ``retrain [--as-of DATE]``: what the daily_retrain schedule does on that evening.
-- ``evaluate-rolling [--start DATE] [--end DATE] [--step N]``: RollingGen over a test
-  period: one vintage per N trading days, then predictions, IC and the backtest.
+- ``evaluate-rolling [--start DATE] [--end DATE] [--step N] [--parallel K] [--threads T]``:
+  RollingGen over a test period: one vintage per N trading days (K trained at once with T
+  torch threads each, registered in order), then predictions, IC and the backtest.
 - ``ui [--host 127.0.0.1] [--port 3000]``: the Dagster UI on this home's instance.
 - ``mlflow``: the exact ``mlflow ui`` command for this home's tracking store.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -103,6 +105,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     rolling.add_argument("--start", default=None, help="first test day (default 2017-01-01)")
     rolling.add_argument("--end", help="last test day (default: the last day of the data)")
     rolling.add_argument("--step", type=int, help="trading days between vintages (default ALSTM_PIPELINE_RETRAIN_STEP)")
+    rolling.add_argument("--parallel", type=int, help="vintages trained at once, each in its own process with the cores "
+                         "shared out (default ALSTM_PIPELINE_PARALLEL_VINTAGES, 1); registered in order either way")
+    rolling.add_argument("--threads", type=int, help="torch threads per vintage (default: the cores shared out); "
+                         "equal threads give bit-equal weights sequentially and in parallel")
     ui = command("ui", "open the Dagster UI on this home's runs (127.0.0.1:3000)",
                  "Start the Dagster UI (webserver and daemon) on the Dagster instance of ALSTM_PIPELINE_HOME, "
                  "the one every alstm-pipeline run records into, from any directory. Stop it with Ctrl-C.")
@@ -428,8 +434,65 @@ def retrain(as_of: str | None) -> int:
     return status
 
 
-def evaluate_rolling(start: str | None, end: str | None, step: int | None) -> int:
-    from alstm_pipeline import vintages
+def train_candidates(keys: list[str], calendar, model_config: dict, settings: Settings, workers: int,
+                     threads: int | None = None) -> Path:
+    """Train the vintages ``keys`` at once (vintage_pool): ``workers`` processes of ``threads``
+    torch threads (default: the cores shared out). Returns the candidates' folder; raises
+    CandidateError naming every vintage that failed (and leaves no folder then)."""
+    from alstm_pipeline import vintage_pool
+    from alstm_pipeline.defs.model import AlstmModelConfig
+
+    folder = settings.models_dir / vintage_pool.CANDIDATES / pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S%f")
+    form = AlstmModelConfig(**model_config)
+    threads = threads or vintage_pool.threads_per_worker(workers)
+    tasks = [vintage_pool.CandidateTask(plan=form.plan(key, calendar), feature_set=form.feature_set,
+                                        config=form.train_config(), warehouse=str(settings.warehouse_path),
+                                        folder=str(folder), threads=threads, gpu=vintage_pool.gpu_for(index, form.device))
+             for index, key in enumerate(keys)]
+    print(f"alstm-pipeline: training {len(keys)} vintages, {workers} at a time ({threads} torch thread(s) each)", flush=True)
+    began = time.perf_counter()
+    try:
+        vintage_pool.train_candidates(tasks, workers, on_done=lambda done: print(
+            f"alstm-pipeline: vintage {done['vintage']} trained in {done['seconds']:.0f} s ({done['epochs_run']} epochs)",
+            flush=True))
+    except vintage_pool.CandidateError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    print(f"alstm-pipeline: {len(keys)} vintages trained in {time.perf_counter() - began:.0f} s; "
+          "registering them in vintage order", flush=True)
+    return folder
+
+
+def register_in_order(defs, instance, keys: list[str], model_config: dict, settings: Settings) -> list:
+    """One alstm_model run per vintage, in vintage order (with ``candidates`` in the config:
+    registering what train_candidates trained). A vintage the gate rejects is registered
+    as rejected and the evaluation goes on (it never serves). Returns the runs that count;
+    stops at the first other failure."""
+    from alstm_pipeline.runner import materialize
+    from alstm_pipeline.warehouse import Warehouse, registry
+
+    store = Warehouse(settings.warehouse_path)
+    results = []
+    for number, key in enumerate(keys, 1):
+        print(f"alstm-pipeline: vintage {number}/{len(keys)} {key}", flush=True)
+        before = set(registry.read_registry(store)["version"])
+        (result,) = materialize(defs, "alstm_model", instance, vintage=key, run_config={"ops": {"alstm_model": {"config": model_config}}})
+        if not result.success:
+            known = registry.read_registry(store)
+            new = known[(known["vintage"] == key) & ~known["version"].isin(before)]
+            if len(new) and (new["status"] == "rejected").all():
+                # The blocking gate failed the run after registering the vintage as rejected.
+                print(f"alstm-pipeline: vintage {key} rejected by the gate: {new['gate_reason'].iloc[-1]}", flush=True)
+                continue
+            results.append(result)
+            return results
+        results.append(result)
+    return results
+
+
+def evaluate_rolling(start: str | None, end: str | None, step: int | None, parallel: int | None = None,
+                     threads: int | None = None) -> int:
+    from alstm_pipeline import vintage_pool, vintages
     from alstm_pipeline.definitions import build_definitions
     from alstm_pipeline.defs.model import TEST_START
     from alstm_pipeline.defs.partitions import SCORING_DAYS, WEEKDAYS
@@ -453,15 +516,29 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None) -> in
     keys = vintages.rolling_keys(calendar, test_start, test_end, step or settings.retrain_step)
     print(f"alstm-pipeline: rolling evaluation {test_start.date()}..{test_end.date()}: {len(keys)} vintages", flush=True)
     defs, instance = build_definitions(), open_instance(settings)
-    model_config = {"ops": {"alstm_model": {"config": {"mode": "rolling", "train_days": settings.train_days,
-                                                       "valid_days": settings.valid_days, "trunc_days": settings.trunc_days}}}}
+    model_config = {"mode": "rolling", "train_days": settings.train_days, "valid_days": settings.valid_days,
+                    "trunc_days": settings.trunc_days}
     began = time.perf_counter()
-    results = []
-    for number, key in enumerate(keys, 1):
-        print(f"alstm-pipeline: vintage {number}/{len(keys)} {key}", flush=True)
-        results += materialize(defs, "alstm_model", instance, vintage=key, run_config=model_config)
-        if not results[-1].success:
-            return _report(results, began)
+    workers = min(parallel or vintage_pool.parallel_setting(), len(keys))
+    folder = None
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be ≥ 1, not {threads}")
+    if workers > 1:
+        # Every vintage trained at once (a process each), then registered one by one below.
+        try:
+            folder = train_candidates(keys, calendar, model_config, settings, workers, threads)
+        except vintage_pool.CandidateError as error:
+            print(f"alstm-pipeline: {error}", file=sys.stderr)
+            return 1
+    elif threads:
+        import torch
+
+        torch.set_num_threads(threads)  # the vintages train in this process, inside their runs
+    results = register_in_order(defs, instance, keys, {**model_config, "candidates": str(folder or "")}, settings)
+    if results and not results[-1].success:
+        return _report(results, began)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)  # every candidate is registered now, as a checkpoint of its own
     first, last = weekday_range(WEEKDAYS.get_partition_keys(), str(test_start.date()), str(test_end.date()))
     report_config = {"ops": {name: {"config": {"start": str(test_start.date()), "end": str(test_end.date())}}
                              for name in ("ic_daily", "backtest_daily")}}
@@ -491,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "retrain":
             return retrain(args.as_of)
         if args.command == "evaluate-rolling":
-            return evaluate_rolling(args.start, args.end, args.step)
+            return evaluate_rolling(args.start, args.end, args.step, args.parallel, args.threads)
         if args.command == "ui":
             return open_ui(args.host, args.port)
         if args.command == "mlflow":

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from alstm_pipeline.defs.executor import project_executor
 from alstm_pipeline.defs.resources import project_resources
 
 
@@ -15,10 +16,10 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """The project's definitions; ``resources`` replaces the settings' ones (tests)."""
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-        # One process writes the DuckDB file at a time (DESIGN.md, known costs): steps of a
-        # run execute one after another in the run's process, which on a 2-core machine is
-        # also faster than a process per step.
-        dg.Definitions(resources=resources or project_resources(), executor=dg.in_process_executor),
+        # In-process by default: one process writes the DuckDB file at a time (DESIGN.md,
+        # known costs), and on a 2-core machine that is also faster than a process per step.
+        # ALSTM_PIPELINE_EXECUTOR picks multiprocess, docker or k8s (defs/executor.py).
+        dg.Definitions(resources=resources or project_resources(), executor=project_executor()),
     )
 
 

@@ -11,10 +11,16 @@ pipeline does (Alpha158 → processors fit on 2008–2014 → 20-step windows; t
 3. timings: the benchmark profile (early stop 10, up to 200 epochs), one seed (target
    ≤ 12 s on 400 stocks) and --seeds seeds together (target ≤ 90 s for 20);
 4. the per-seed benchmark table (IC … max drawdown, mean ± std, ensemble) of those seeds
-   on the test segment, as Qlib publishes it (§10).
+   on the test segment, as Qlib publishes it (§10);
+5. parallel vintages on one device (issue 16): --vintages rolling train windows (shifted by
+   60 trading days, the normaliser of step 1), trained one after another, then each in its
+   own process at the same time (as `evaluate-rolling --parallel` does; on one GPU every
+   process has its own CUDA context and the GPU interleaves them): wall times, the
+   speed-up, and whether each vintage's weights equal its sequential run.
 
     python benchmarks/gpu_check.py --panel /path/sp500_daily.parquet --instruments 400
     python benchmarks/gpu_check.py --device cpu --quick          # CPU smoke test, minutes
+    python benchmarks/gpu_check.py --only-vintages --vintages 4  # step 5 alone
 
 --quick shrinks everything (few instruments, 1–2 epochs, 2 seeds) to test the script.
 """
@@ -22,8 +28,11 @@ pipeline does (Alpha158 → processors fit on 2008–2014 → 20-step windows; t
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,6 +65,7 @@ def build_sets(panel: Path, n_instruments: int):
     infer = infer_frame(features, raw_label)
     train, valid = build_samples(learn, *TRAIN, calendar), build_samples(learn, *VALID, calendar)
     test = build_samples(infer, *TEST, calendar)
+    build_sets.learn, build_sets.calendar = learn, calendar  # for the vintage windows of step 5
     labels = pd.DataFrame({"date": test.dates, "instrument": test.instruments, "LABEL0": test.targets().numpy()})
     in_test = bars["date"].between(pd.Timestamp(TEST[0]), pd.Timestamp(TEST[1]))
     prices = bars.loc[in_test, ["date", "instrument", "close", "factor"]].reset_index(drop=True)
@@ -75,6 +85,51 @@ def quiet(_line: str) -> None:
     pass
 
 
+def vintage_windows(count: int, step: int = 60) -> list[tuple]:
+    """(train, valid) SampleSets of ``count`` rolling windows: the fixed split shifted by
+    ``step`` trading days per vintage (the same lengths, later data)."""
+    learn, calendar = build_sets.learn, build_sets.calendar
+    first = [int(calendar.searchsorted(pd.Timestamp(day))) for day in (TRAIN[0], TRAIN[1], VALID[0], VALID[1])]
+    windows = []
+    for k in range(count):
+        days = [str(calendar[min(index + k * step, len(calendar) - 1)].date()) for index in first]
+        windows.append((build_samples(learn, days[0], days[1], calendar), build_samples(learn, days[2], days[3], calendar)))
+    return windows
+
+
+def fit_vintage(job: tuple) -> tuple[str, float]:
+    """One vintage in a worker process: (weights hash, wall seconds)."""
+    from alstm_pipeline.model.checkpoint import weights_sha256
+
+    train, valid, config, threads = job
+    torch.set_num_threads(threads)
+    result = train_alstm(train, valid, config, log=quiet)
+    return weights_sha256(result.model), result.wall_seconds
+
+
+def parallel_vintages(windows: list[tuple], config: TrainConfig, workers: int) -> list[str]:
+    """Step 5: the windows one after another in this process, then ``workers`` at once in
+    processes; the table rows."""
+    threads = max(1, len(os.sched_getaffinity(0)) // workers) if config.device == "cpu" else 1
+    began = time.perf_counter()
+    if config.device == "cpu":
+        torch.set_num_threads(threads)  # same threads per vintage as the workers: comparable bits
+    alone = [fit_vintage((train, valid, config, threads)) for train, valid in windows]
+    sequential_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        together = list(pool.map(fit_vintage, [(train, valid, config, threads) for train, valid in windows]))
+    parallel_seconds = time.perf_counter() - began
+    same = sum(a[0] == b[0] for a, b in zip(alone, together, strict=True))
+    return [
+        f"| {len(windows)} vintages one after another (this process) | {sequential_seconds:.1f} s "
+        f"({sequential_seconds / len(windows):.1f} s per vintage) | |",
+        f"| {len(windows)} vintages, {workers} processes at once on {config.device} | {parallel_seconds:.1f} s "
+        f"(speed-up {sequential_seconds / parallel_seconds:.2f}×, process start-up included); weights equal to the "
+        f"sequential run: {same} of {len(windows)} | equal on CPU at equal threads |",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("panel", nargs="?", type=Path, default=DEFAULT_PANEL, help="Parquet bars (default: bundled sample)")
@@ -84,6 +139,9 @@ def main() -> None:
     parser.add_argument("--parity-epochs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test settings")
     parser.add_argument("--no-table", action="store_true", help="skip the per-seed benchmark table (CPU backtests)")
+    parser.add_argument("--vintages", type=int, default=4, help="step 5: rolling vintages trained sequentially, then in parallel")
+    parser.add_argument("--vintage-workers", type=int, default=0, help="step 5: processes at once (0 = --vintages)")
+    parser.add_argument("--only-vintages", action="store_true", help="run step 5 only")
     args = parser.parse_args()
     device = resolve_device(args.device)
     n_instruments, n_seeds, parity_epochs = args.instruments, args.seeds, args.parity_epochs
@@ -104,6 +162,13 @@ def main() -> None:
         f"{len(train):,} train / {len(valid):,} valid / {len(test):,} test samples (prepared in {prepare_seconds:.1f} s)",
         "",
     ]
+    vintage_config = replace(timing_config, n_epochs=min(timing_config.n_epochs, 2 if args.quick else 20))
+    if args.only_vintages:
+        out += ["| check | result | target |", "|---|---|---|"]
+        out += parallel_vintages(vintage_windows(args.vintages), vintage_config, args.vintage_workers or args.vintages)
+        out += ["", f"Total {time.perf_counter() - started:.1f} s."]
+        print("\n".join(out))
+        return
 
     # 1. eager vs graphs, one seed, a few epochs (no early stop: patience above the epochs).
     parity = replace(timing_config, n_epochs=parity_epochs, early_stop=parity_epochs + 1)
@@ -151,6 +216,10 @@ def main() -> None:
     )
     if device.type == "cuda":
         out.append(f"| peak GPU memory | {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB | |")
+
+    # 5. rolling vintages on one device: sequential vs a process each.
+    if args.vintages > 1:
+        out += parallel_vintages(vintage_windows(args.vintages), vintage_config, args.vintage_workers or args.vintages)
 
     # 4. Qlib's table for those seeds on the test segment.
     if not args.no_table:

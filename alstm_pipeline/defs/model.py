@@ -14,7 +14,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from alstm_pipeline import feature_sets, quality, vintages
+from alstm_pipeline import feature_sets, quality, vintage_pool, vintages
+from alstm_pipeline.defs.executor import training_op_tags
 from alstm_pipeline.evaluation.sparklines import described
 from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.partitions import VINTAGES
@@ -61,6 +62,8 @@ class AlstmModelConfig(dg.Config):
     gate_max_loss_increase: float = Field(default=0.05, description="gate: reject if validation loss > in-force loss × (1 + this)")
     gate_max_ic_drop: float = Field(default=0.02, description="gate: reject if validation IC < in-force IC − this")
     experiment: str = Field(default=MLFLOW_EXPERIMENT, description="MLflow experiment (with the mlflow extra; Qlib's experiment_name)")
+    candidates: str = Field(default="", description="folder of candidates trained in parallel (vintage_pool): register this vintage's "
+                                                    "candidate instead of training; earlier candidates of the folder must be registered first")
 
     def train_config(self):
         """The pure training config: the named profile with this run's overrides."""
@@ -121,6 +124,7 @@ def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
         description="validation loss and IC against the vintage in force: a failing vintage is registered as rejected and never serves",
     )],
     metadata={"dagster/table_name": "model_registry"},
+    op_tags=training_op_tags(),  # a GPU node under the k8s executor when asked (defs/executor.py)
 )
 def alstm_model(
     context: dg.AssetExecutionContext, config: AlstmModelConfig, warehouse: WarehouseResource, model_store: ModelStoreResource
@@ -149,10 +153,7 @@ def alstm_model(
         plan = config.plan(key, calendar)
     except vintages.VintageError as error:
         raise dg.Failure(f"alstm_model {key}: {error}") from None
-    first = fs.features_start(calendar, plan)
-    features = tables.read_model_features(store, fs.table, list(fs.columns), first, plan.valid_end)
-    label = tables.read_labels(store, first, plan.valid_end)
-    stats, train, valid = fs.training_sets(features, label, calendar, plan)
+    features, label, stats, train, valid = vintage_pool.vintage_samples(store, fs, calendar, plan)
     context.log.info(f"alstm_model {key} ({fs.name} from {fs.table}): train {plan.train_start}..{plan.train_end} ({len(train)} samples), "
                      f"valid {plan.valid_start}..{plan.valid_end} ({len(valid)}), trained through {plan.trained_through}")
 
@@ -176,10 +177,13 @@ def alstm_model(
             context.log.info(f"warm start from {warm_from}")
         else:
             context.log.warning(f"warm start skipped: the vintage in force {incumbent['version']} saw data after {plan.trained_through}")
-    result = fs.train(train, valid, settings, log=context.log.info, initial_models=initials)
-    card = result.card(data_ranges={"vintage": key, "feature_set": fs.name, **plan.to_dict()})
+    if config.candidates:
+        predictor, card = _candidate(config, known, fs, plan, settings)
+    else:
+        result = fs.train(train, valid, settings, log=context.log.info, initial_models=initials)
+        predictor, card = result.predictor, result.card(data_ranges=vintage_pool.card_ranges(fs, plan))
 
-    candidate_loss, candidate_ic = fs.validation_figures(fs.predict(result.predictor, valid), valid)
+    candidate_loss, candidate_ic = fs.validation_figures(fs.predict(predictor, valid), valid)
     incumbent_loss = incumbent_ic = None
     if incumbent is not None:
         old_valid = fs.validation_samples(features, label, calendar, registry.read_normalizer(store, incumbent["version"]),
@@ -190,7 +194,7 @@ def alstm_model(
 
     # The folder is written under a staging name and renamed; the registry row makes it a
     # model. A crash before the commit leaves an unregistered folder that nothing reads.
-    final = publish_checkpoint(result.predictor, model_store.path(), card)
+    final = publish_checkpoint(predictor, model_store.path(), card)
     per_seed = pd.DataFrame(card["per_seed"])
     png = plot_losses(card)
     (final / "losses.png").write_bytes(png)
@@ -239,6 +243,23 @@ def alstm_model(
         check_results=[dg.AssetCheckResult(check_name="promotion_gate", passed=decision.passed, metadata=gate_metadata)],
         data_version=dg.DataVersion(card["version"]),
     )
+
+
+def _candidate(config: AlstmModelConfig, known: pd.DataFrame, fs, plan, settings):
+    """The vintage's candidate trained in parallel (vintage_pool), checked, and only when
+    every earlier candidate of its folder is registered: the gate must see what the
+    sequential run would have seen."""
+    if config.warm_start:
+        raise dg.Failure("alstm_model: candidates are trained from scratch; warm_start needs the vintage registered "
+                         "just before and cannot be combined with candidates", allow_retries=False)
+    waiting = vintage_pool.unregistered_before(config.candidates, plan.serves_from, set(known["version"].astype(str)))
+    if waiting:
+        raise dg.Failure(f"alstm_model {plan.serves_from}: register the earlier candidates {waiting} first "
+                         "(vintages register in order, so each gate compares with the vintage in force the sequential run would)")
+    try:
+        return vintage_pool.load_candidate(config.candidates, fs, plan, settings)
+    except vintage_pool.CandidateError as error:
+        raise dg.Failure(str(error), allow_retries=False) from None
 
 
 def _track_training(context, card, png: bytes, plan, decision, warehouse: WarehouseResource, experiment: str) -> None:
