@@ -18,7 +18,8 @@
   reports), as Parquet or CSV; a workflow file selects its experiment and test segment.
 - ``retrain [--as-of DATE]``: what the daily_retrain schedule does on that evening.
 - ``evaluate-rolling [--start DATE] [--end DATE] [--step N]``: RollingGen over a test
-  period: one vintage per N trading days, then predictions, IC and the backtest.
+  period: one vintage per N trading days, then predictions, IC and the backtest, in
+  experiment "rolling".
 
 Runs go into the persistent instance under ``$ALSTM_PIPELINE_HOME/dagster`` (or
 ``DAGSTER_HOME``), so ``dg dev`` shows them; runs on one home execute one after another.
@@ -37,6 +38,7 @@ import pandas as pd
 
 from alstm_pipeline.settings import REPO_DIR, Settings, load_settings
 
+ROLLING_EXPERIMENT = "rolling"  # evaluate-rolling's vintages and scores (warehouse.registry: experiments)
 INSTANCE_YAML = """\
 # Written by alstm-pipeline: the instance its runs and `dg dev` share. One run at a time:
 # every run writes the same DuckDB file (the runs also hold the home's writer lock).
@@ -376,8 +378,11 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None) -> in
     keys = vintages.rolling_keys(calendar, test_start, test_end, step or settings.retrain_step)
     print(f"alstm-pipeline: rolling evaluation {test_start.date()}..{test_end.date()}: {len(keys)} vintages", flush=True)
     defs, instance = build_definitions(), open_instance(settings)
+    # An evaluation is another configuration than the main job's fixed split: its vintages
+    # and scores live in their own experiment, so the main job's served days stay as they are.
     model_config = {"ops": {"alstm_model": {"config": {"mode": "rolling", "train_days": settings.train_days,
-                                                       "valid_days": settings.valid_days, "trunc_days": settings.trunc_days}}}}
+                                                       "valid_days": settings.valid_days, "trunc_days": settings.trunc_days,
+                                                       "experiment": ROLLING_EXPERIMENT}}}}
     began = time.perf_counter()
     results = []
     for number, key in enumerate(keys, 1):
@@ -386,13 +391,15 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None) -> in
         if not results[-1].success:
             return _report(results, began)
     first, last = weekday_range(WEEKDAYS.get_partition_keys(), str(test_start.date()), str(test_end.date()))
-    report_config = {"ops": {name: {"config": {"start": str(test_start.date()), "end": str(test_end.date())}}
+    report_config = {"ops": {name: {"config": {"start": str(test_start.date()), "end": str(test_end.date()),
+                                               "experiment": ROLLING_EXPERIMENT}}
                              for name in ("ic_daily", "backtest_daily")}}
+    report_config["ops"]["predictions"] = {"config": {"experiment": ROLLING_EXPERIMENT}}
     results += materialize(defs, "predictions,ic_daily,backtest_daily", instance, (first, last), run_config=report_config,
                            on_step=_announce)
     status = _report(results, began)
     if status == 0:
-        print_summary(settings, test_start, test_end)
+        print_summary(settings, test_start, test_end, experiment=ROLLING_EXPERIMENT)
     return status
 
 

@@ -158,6 +158,15 @@ def test_exports_read_back_in_qlib_shapes(ran, env):
     assert list(pred.columns) == ["score"] and pred.index.names == ["datetime", "instrument"]
     pd.testing.assert_frame_equal(pred.reset_index(), stored.reset_index(), check_dtype=False, rtol=1e-6)
 
+    # One vintage of one experiment, in the workflow's test segment.
+    assert cli.main(["export", "predictions", "--qlib-config", str(WORKFLOW), "--vintage", VINTAGE,
+                     "--out", str(out / "vintage.parquet")]) == 0
+    mine = exports.read_frame(out / "vintage.parquet")
+    expected = tables.read_predictions(ran, VINTAGE, "2015-06-30", EXPERIMENT)
+    assert len(mine) == len(expected) > 0
+    assert cli.main(["export", "predictions", "--experiment", EXPERIMENT, "--vintage", "2016-01-04"]) == 1
+    assert cli.main(["export", "predictions", "--experiment", "nobody"]) == 1
+
     # No --format: the file's suffix decides (a .csv name never holds Parquet bytes).
     assert cli.main(["export", "labels", "--out", str(out / "label.csv")]) == 0
     label = exports.read_frame(out / "label.csv", index=["datetime", "instrument"])
