@@ -31,6 +31,8 @@ from alstm_pipeline.sources import SourceDataError
 from alstm_pipeline.warehouse import Warehouse, registry, tables
 
 ROLLING_IC_DAYS = 20
+# "No benchmark" (the equal-weight universe), spelled the same in every fix text and the docs.
+NO_BENCHMARK_SPELLING = 'benchmark: "" in this config; benchmark: null in a Qlib workflow file'
 
 
 def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
@@ -270,7 +272,8 @@ def _benchmark_returns(market_data: MarketDataResource, prices: pd.DataFrame, co
         absent = sorted(set(missing) - set(bars["instrument"]))
         if absent:
             raise dg.Failure(f"backtest_daily: benchmark {absent} has no bars in the source for {days[0].date()}..{days[-1].date()}. "
-                             'Fix: set benchmark to an instrument code of the source, or "" for the equal-weight universe.',
+                             f"Fix: set benchmark to an instrument code of the source, or to none for the equal-weight universe "
+                             f"({NO_BENCHMARK_SPELLING}).",
                              allow_retries=False)
         parts.append(bars[["date", "instrument", "close"]])
     rows = pd.concat(parts, ignore_index=True)
@@ -278,7 +281,8 @@ def _benchmark_returns(market_data: MarketDataResource, prices: pd.DataFrame, co
     try:
         returns = benchmark_returns(rows, list(codes))
     except ValueError as error:
-        raise dg.Failure(f"backtest_daily: {error} (Fix: set benchmark to a code of the source, or \"\")", allow_retries=False) from None
+        raise dg.Failure(f"backtest_daily: {error} (Fix: set benchmark to a code of the source, or to none: {NO_BENCHMARK_SPELLING})",
+                         allow_retries=False) from None
     return returns.reindex(days).fillna(0.0)
 
 
