@@ -200,13 +200,14 @@ def print_run_config(path: str) -> int:
     """``qlib-config``: the run config as YAML, with the partitions it is meant for."""
     from ruamel.yaml import YAML
 
+    from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK
     from alstm_pipeline.qlib_workflow import workflow_plan
 
     # Only printed, nothing runs: the file is checked, not yet the data it will meet.
     spec = _load_workflow(path, check_data=False)
     if spec is None:
         return 2
-    first, last, vintage, config = workflow_plan(spec)
+    first, last, vintage, config = workflow_plan(spec, FEATURE_LOOKBACK.weekdays)
     print(f"# Dagster run config of {spec.path} (experiment {spec.experiment_name!r}, feature set {spec.feature_set}).\n"
           f"# Environment: ALSTM_PIPELINE_SOURCE={spec.source_path()} ALSTM_PIPELINE_UNIVERSE={spec.universe_path() or ''}\n"
           f"# 1. +alstm_model's upstream over weekdays {first}..{last or 'the last day'}; 2. alstm_model, vintage {vintage}\n"
@@ -221,6 +222,7 @@ def print_run_config(path: str) -> int:
 def run_workflow(path: str, select: str, replace_vintage: bool = False) -> int:
     """``run --qlib-config``: qrun's run from a workflow file, through the assets, in the
     file's experiment (its own rows of every scoring table)."""
+    from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK
     from alstm_pipeline.qlib_workflow import run_tags, workflow_plan
 
     spec = _load_workflow(path)
@@ -233,7 +235,7 @@ def run_workflow(path: str, select: str, replace_vintage: bool = False) -> int:
         os.environ.pop("ALSTM_PIPELINE_UNIVERSE", None)
     else:
         os.environ["ALSTM_PIPELINE_UNIVERSE"] = str(spec.universe_path())
-    first, last, vintage, config = workflow_plan(spec, replace_vintage=replace_vintage)
+    first, last, vintage, config = workflow_plan(spec, FEATURE_LOOKBACK.weekdays, replace_vintage=replace_vintage)
     if spec.backtest is None and select == "*":
         select = "*ic_daily"  # no PortAnaRecord, no backtest (as in qrun)
     print(f"alstm-pipeline: workflow {spec.path} (experiment {spec.experiment_name!r}, {spec.feature_set}): train "

@@ -23,6 +23,7 @@ import pytest
 
 from alstm_pipeline import cli, exports
 from alstm_pipeline.evaluation import raw_change, run_topk_dropout
+from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK
 from alstm_pipeline.qlib_workflow import load_workflow, workflow_plan
 from alstm_pipeline.warehouse import Warehouse, registry, tables
 from alstm_pipeline_tests.conftest import SAMPLE_PATH
@@ -216,7 +217,7 @@ def test_the_run_config_of_qlibs_own_shape_of_file(monkeypatch, tmp_path, capsys
     (tmp_path / "instruments").mkdir()
     (tmp_path / "instruments" / "csi300.txt").write_text("SH600000\t2005-01-04\t2020-12-31\n")
     spec = load_workflow(FIXTURES / "qlib_alstm_alpha158.yaml")
-    first, last, vintage, config = workflow_plan(spec)
+    first, last, vintage, config = workflow_plan(spec, FEATURE_LOOKBACK.weekdays)
     assert (first, last, vintage) == ("2009-09-18", "2013-06-28", "2013-01-04")  # 76 weekdays before 2010-01-04
     model, backtest = config["ops"]["alstm_model"]["config"], config["ops"]["backtest_daily"]["config"]
     assert (model["train_start"], model["valid_end"], model["seed"], model["n_epochs"]) == ("2010-01-04", "2012-12-31", 7, 40)

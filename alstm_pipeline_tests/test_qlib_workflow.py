@@ -15,6 +15,7 @@ from alstm_pipeline.dataset import ALSTM_FEATURES
 from alstm_pipeline.evaluation import TopkDropoutConfig
 from alstm_pipeline.model import TrainConfig
 from alstm_pipeline.features import ALPHA360_NAMES
+from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK
 from alstm_pipeline.qlib_workflow import WorkflowError, load_workflow, merge_config, workflow_plan
 from alstm_pipeline.sources import Universe
 
@@ -90,7 +91,7 @@ def test_alpha360_flat_workflow_maps_onto_the_alpha360_configuration(env):
     spec = load_workflow(FIXTURES / "qlib_alstm_alpha360.yaml", env)
     assert spec.feature_set == "alpha360" and spec.handler.features == tuple(ALPHA360_NAMES)
     assert spec.model.d_feat == 6 and spec.train_config().early_stop == 20
-    first, last, vintage, config = workflow_plan(spec)
+    first, last, vintage, config = workflow_plan(spec, FEATURE_LOOKBACK.weekdays)
     assert vintage == "2013-01-04"
     for asset in ("alstm_model", "predictions"):
         assert config["ops"][asset]["config"]["feature_set"] == "alpha360"

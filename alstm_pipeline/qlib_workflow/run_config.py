@@ -13,20 +13,14 @@ import pandas as pd
 from alstm_pipeline.qlib_workflow.spec import WorkflowSpec
 
 
-def _lookback_weekdays() -> int:
-    """Weekdays of feature lookback before the handler's first day (Alpha158's 60 trading
-    rows with room for holidays; Alpha360's 59 fit inside)."""
-    from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK  # the one definition of it
 
-    return FEATURE_LOOKBACK.weekdays
-
-
-def workflow_plan(spec: WorkflowSpec, replace_vintage: bool = False) -> tuple[str, str | None, str, dict]:
+def workflow_plan(spec: WorkflowSpec, lookback_weekdays: int, replace_vintage: bool = False) -> tuple[str, str | None, str, dict]:
     """(first weekday, last weekday or None = the data's end, vintage, run config) of a
-    Qlib workflow: the weekdays reach back far enough for the features' lookback before
-    the handler's first day; the vintage serves from the test segment's start."""
+    Qlib workflow: the weekdays reach ``lookback_weekdays`` back before the handler's first
+    day (the features' lookback: defs.partitions.FEATURE_LOOKBACK.weekdays, which covers
+    Alpha360's too); the vintage serves from the test segment's start."""
     segments = spec.segment_dates()
-    first = (pd.Timestamp(spec.handler_start()) - pd.offsets.BDay(_lookback_weekdays())).strftime("%Y-%m-%d")
+    first = (pd.Timestamp(spec.handler_start()) - pd.offsets.BDay(lookback_weekdays)).strftime("%Y-%m-%d")
     last = spec.handler.end_time or None
     vintage = segments["test"][0]
     model = spec.train_config_kwargs()
