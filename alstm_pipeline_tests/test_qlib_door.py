@@ -153,3 +153,42 @@ def test_segments_outside_the_data_and_a_market_without_bars_are_named(sample_pr
     problems = "\n".join(caught.value.problems)
     assert "task.dataset.kwargs.handler.kwargs.instruments: market 'elsewhere': none of its 1 instruments (SH600000)" in problems
     assert "task.dataset.kwargs.segments.test: 2030-01-01..2030-06-28 holds no trading day of the data" in problems
+
+
+def _alpha360_sample(tmp_path: Path, provider: Path) -> Path:
+    """The sample workflow in the shape of Qlib's Alpha360 file: no FilterCol, the Alpha360
+    handler, DatasetH without windows, the flat model with d_feat 6 and rnn_type LSTM."""
+    text = (FIXTURES / "qlib_alstm_sample.yaml").read_text().replace('"{{ PROVIDER_DIR }}"', str(provider))
+    start = text.index("        - class: FilterCol")
+    text = text[:start] + text[text.index("        - class: RobustZScoreNorm"):]
+    text = text.replace("class: Alpha158", "class: Alpha360").replace("class: TSDatasetH", "class: DatasetH")
+    text = text.replace("            step_len: 20\n", "").replace("pytorch_alstm_ts", "pytorch_alstm")
+    text = text.replace("d_feat: 20", "d_feat: 6").replace("n_epochs: 2", "n_epochs: 1").replace("seed: 11", "seed: 11\n            rnn_type: LSTM")
+    text = text.replace("experiment_name: alstm_sample", "experiment_name: alstm_sample_360")
+    path = tmp_path / "alpha360_sample.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_an_alpha360_workflow_runs_to_a_backtest_in_its_experiment(sample_provider, tmp_path, monkeypatch):
+    import dagster as dg
+
+    from alstm_pipeline.warehouse import Warehouse, registry, tables
+
+    path = _alpha360_sample(tmp_path, sample_provider)
+    instance = dg.DagsterInstance.ephemeral()  # the persistent one costs more than the graph here
+    monkeypatch.setattr(cli, "open_instance", lambda settings: instance)
+    monkeypatch.setenv("ALSTM_PIPELINE_HOME", str(tmp_path / "home"))
+    for name in ("ALSTM_PIPELINE_START", "ALSTM_PIPELINE_END", "ALSTM_PIPELINE_SOURCE", "ALSTM_PIPELINE_UNIVERSE"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["run", "--qlib-config", str(path)]) == 0
+    store = Warehouse(tmp_path / "home" / "warehouse.duckdb")
+    (row,) = registry.read_registry(store).itertuples()
+    assert (row.feature_set, row.experiment, row.vintage, row.status) == ("alpha360", "alstm_sample_360", "2015-04-01", "promoted")
+    scores = tables.read_predictions(store, experiment="alstm_sample_360")
+    assert len(scores) > 0 and set(scores["model_version"]) == {row.version} and tables.read_predictions(store).empty
+    assert len(tables.read_backtest(store, experiment="alstm_sample_360")) > 0
+    assert store.table_exists("alpha360_features") and not store.table_exists("alpha158_features")
+    tags = [run.tags for run in instance.get_runs()]
+    assert all(t.get("qlib/experiment") == "alstm_sample_360" for t in tags)
+    assert all(t.get("qlib/rnn_type_requested", "").startswith("LSTM") for t in tags)
