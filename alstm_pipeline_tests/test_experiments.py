@@ -72,8 +72,11 @@ def test_an_old_registry_gains_the_experiment_column(tmp_path):
                     "device VARCHAR, seeds VARCHAR, warm_start_from VARCHAR, metrics VARCHAR)")
         con.execute("INSERT INTO model_registry (version, vintage, feature_set, mode, serves_from, trained_through, created_at, "
                     "status, checkpoint, sha256) VALUES ('old', '2017-01-01', 'alpha158_ts', 'fixed', DATE '2017-01-01', "
+                    "DATE '2016-12-29', TIMESTAMP '2026-01-01', 'promoted', '/x', 'y'), "
+                    "('old360', '2017-01-01', 'alpha360', 'fixed', DATE '2017-01-01', "
                     "DATE '2016-12-29', TIMESTAMP '2026-01-01', 'promoted', '/x', 'y')")
     assert registry.read_registry(store, "main")["version"].tolist() == ["old"]  # read before any write
+    assert registry.read_registry(store, "main_alpha360")["version"].tolist() == ["old360"]
     stats = pd.DataFrame({"feature": ["KLEN"], "median": [1.0], "scale": [1.0]})
     registry.register_vintage(store, {"version": "new", "vintage": "2017-01-01", "experiment": "workflow", "mode": "fixed",
                                       "serves_from": "2017-01-01", "trained_through": "2016-12-29",
@@ -83,4 +86,6 @@ def test_an_old_registry_gains_the_experiment_column(tmp_path):
     # Another experiment's promotion of the same vintage key supersedes nothing.
     assert known.loc["old", "experiment"] == "main" and known.loc["old", "status"] == "promoted"
     assert known.loc["new", "experiment"] == "workflow" and known.loc["new", "config"] == "{}"
+    # The main job's Alpha360 vintages (run --feature-set alpha360) join that configuration's experiment.
+    assert known.loc["old360", "experiment"] == "main_alpha360"
     assert registry.main_experiment("alpha360") == "main_alpha360"

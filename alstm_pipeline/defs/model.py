@@ -147,7 +147,15 @@ def alstm_model(
         plan = config.plan(key, calendar)
     except vintages.VintageError as error:
         raise dg.Failure(f"alstm_model {key}: {error}") from None
-    known = feature_sets.of_feature_set(registry.read_registry(store, config.experiment), fs.name)
+    mine = registry.read_registry(store, config.experiment)
+    others = sorted(set(mine.loc[mine["status"] == "promoted", "feature_set"]) - {fs.name})
+    if others:
+        # One configuration per experiment: predictions of the experiment are keyed by day,
+        # so two configurations there would overwrite each other's served scores.
+        raise dg.Failure(f"alstm_model {key}: experiment {config.experiment!r} serves the {', '.join(others)} configuration; "
+                         f"Fix: train {fs.name} in its own experiment (e.g. {registry.main_experiment(fs.name)!r}).",
+                         allow_retries=False)
+    known = feature_sets.of_feature_set(mine, fs.name)
     existing = _promoted_vintage(known, key)
     replaced_days = pd.DatetimeIndex([])
     if existing is not None:

@@ -77,7 +77,14 @@ _ADD_CONFIG = f"ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS config VAR
 def _ensure(con) -> None:
     con.execute(_REGISTRY_DDL)
     con.execute(_ADD_FEATURE_SET)
+    had_experiments = con.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
+                                  [REGISTRY_TABLE, "experiment"]).fetchone()[0]
     con.execute(_ADD_EXPERIMENT)
+    if not had_experiments:
+        # Vintages of another configuration trained by the main job before experiments
+        # (run --feature-set alpha360) belong to that configuration's main experiment.
+        con.execute(f"UPDATE {REGISTRY_TABLE} SET experiment = ? || '_' || feature_set WHERE feature_set <> ?",
+                    [DEFAULT_EXPERIMENT, DEFAULT_FEATURE_SET])
     con.execute(_ADD_CONFIG)
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {NORMALIZER_TABLE} (version VARCHAR, feature VARCHAR, "
@@ -128,9 +135,10 @@ def read_registry(store: Warehouse, experiment: str | None = None) -> pd.DataFra
                                      "created_at", "status", "checkpoint", "valid_loss", "valid_ic", "gate_reason", "config"])
     frame = store.query(f"SELECT * FROM {REGISTRY_TABLE} ORDER BY serves_from, created_at")
     # A registry not written since a column was added (read-only here): the column's default.
-    for position, (column, default) in enumerate((("feature_set", DEFAULT_FEATURE_SET), ("experiment", DEFAULT_EXPERIMENT))):
-        if column not in frame:
-            frame.insert(2 + position, column, default)
+    if "feature_set" not in frame:
+        frame.insert(2, "feature_set", DEFAULT_FEATURE_SET)
+    if "experiment" not in frame:  # as _ensure will label them
+        frame.insert(3, "experiment", frame["feature_set"].map(main_experiment))
     if "config" not in frame:
         frame["config"] = None
     for column in DATE_COLUMNS:
