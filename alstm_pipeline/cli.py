@@ -7,17 +7,22 @@
   alpha360`` runs Qlib's Alpha360 configuration instead of Alpha158's (docs/alpha360.md).
 - ``run --qlib-config WORKFLOW.yaml``: what ``qrun WORKFLOW.yaml`` does, from a Qlib ALSTM
   workflow file: its data, market, handler windows, model kwargs, segments and backtest
-  (a key the pipeline cannot honour stops it before anything runs, all such keys listed).
+  (a key the pipeline cannot honour stops it before anything runs, all such keys listed);
+  its results go to the file's experiment (``experiment_name``, qrun's default "workflow"),
+  beside the main job's (experiment "main"), never over them.
 - ``qlib-config WORKFLOW.yaml``: print the Dagster run config a workflow file maps to, for
   the UI's launchpad.
-- ``export predictions|labels|backtest [--format parquet|csv] [--start D] [--end D] [--out PATH] [--as-of T]``:
-  the stored results in the shapes of Qlib's recorders (pred.pkl, label.pkl, the
-  PortAnaRecord reports), as Parquet or CSV; with ``--as-of`` as they were stored at time T
-  (UTC) or DuckLake snapshot T (the DuckLake warehouse keeps every commit).
+- ``export predictions|labels|backtest [--format parquet|csv] [--start D] [--end D] [--out PATH]
+  [--experiment NAME] [--vintage DAY] [--qlib-config WORKFLOW.yaml] [--as-of T]``: one
+  experiment's stored results in the shapes of Qlib's recorders (pred.pkl, label.pkl, the
+  PortAnaRecord reports), as Parquet or CSV; a workflow file selects its experiment and test
+  segment; with ``--as-of`` as they were stored at time T (UTC) or DuckLake snapshot T (the
+  DuckLake warehouse keeps every commit).
 - ``retrain [--as-of DATE]``: what the daily_retrain schedule does on that evening.
 - ``evaluate-rolling [--start DATE] [--end DATE] [--step N] [--parallel K] [--threads T]``:
   RollingGen over a test period: one vintage per N trading days (K trained at once with T
-  torch threads each, registered in order), then predictions, IC and the backtest.
+  torch threads each, registered in order), then predictions, IC and the backtest, in
+  experiment "rolling".
 - ``ui [--host 127.0.0.1] [--port 3000]``: the Dagster UI on this home's instance.
 - ``mlflow``: the exact ``mlflow ui`` command for this home's tracking store.
 
@@ -40,6 +45,7 @@ import pandas as pd
 
 from alstm_pipeline.settings import REPO_DIR, Settings, load_settings
 
+ROLLING_EXPERIMENT = "rolling"  # evaluate-rolling's vintages and scores (warehouse.registry: experiments)
 INSTANCE_YAML = """\
 # Written by alstm-pipeline: the instance its runs and `dg dev` share. One run at a time:
 # every run writes the same DuckDB file (the runs also hold the home's writer lock).
@@ -77,6 +83,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="Qlib configuration: alpha158_ts = Alpha158, 20-day windows (default); alpha360 = Alpha360 flat rows")
     run.add_argument("--qlib-config", metavar="WORKFLOW.yaml",
                      help="run a Qlib ALSTM workflow file (qrun's input); sets the data, windows, model and backtest from it")
+    run.add_argument("--replace-vintage", action="store_true",
+                     help="retrain a vintage of this experiment that has already scored days, and re-score them (they are named)")
     qlib_config = command("qlib-config", "print the Dagster run config of a Qlib workflow file (for the launchpad)",
                           "Print, as YAML, the run config a Qlib workflow file maps to, with the partitions and "
                           "environment it is meant for: paste each asset's ops block into the UI's launchpad.")
@@ -89,7 +97,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     export.add_argument("--format", choices=("parquet", "csv"), help="default: the --out file's suffix, else parquet")
     export.add_argument("--start", help="first day (default: the first stored)")
     export.add_argument("--end", help="last day (default: the last stored)")
-    export.add_argument("--out", help="file (predictions, labels) or folder (backtest); default under $ALSTM_PIPELINE_HOME/exports")
+    export.add_argument("--out", help="file (predictions, labels) or folder (backtest); default under $ALSTM_PIPELINE_HOME/exports/EXPERIMENT")
+    export.add_argument("--experiment", help="whose results (default: main, the main job's; a workflow run's is its experiment_name)")
+    export.add_argument("--vintage", help="predictions: only the scores of this vintage (its first serving day)")
+    export.add_argument("--qlib-config", metavar="WORKFLOW.yaml", help="the experiment and test segment of this workflow file")
     export.add_argument("--as-of", help="the tables as stored at this UTC time or snapshot id (DuckLake warehouse only)")
     retrain = command("retrain", "what daily_retrain does on the evening of a date",
                       "Do what the daily_retrain schedule does on the evening of --as-of: when "
@@ -198,22 +209,28 @@ def _announce(step) -> None:
     print(f"alstm-pipeline: run of {names}", flush=True)
 
 
-def configuration_selection(select: str, feature_set: str) -> tuple[str, dict]:
+def configuration_selection(select: str, feature_set: str, experiment: str | None = None) -> tuple[str, dict]:
     """The selection and run config of one configuration: ``*`` leaves out the other
     configuration's feature table (computing it would cost a whole backfill nothing reads);
-    alstm_model and predictions get the feature set."""
+    alstm_model and predictions get the feature set; the model and scoring assets get the
+    experiment (default: the configuration's main experiment, ``registry.main_experiment``)."""
     from alstm_pipeline import feature_sets
+    from alstm_pipeline.warehouse.registry import main_experiment
 
     chosen = feature_sets.get(feature_set)
     if select.strip() == "*":
         others = [fs.table for fs in feature_sets.FEATURE_SETS.values() if fs.table != chosen.table]
         select = " and ".join(["*", *(f"not key:{table}" for table in others)])
-    config = {"ops": {name: {"config": {"feature_set": chosen.name}} for name in ("alstm_model", "predictions")}}
-    return select, config
+    experiment = experiment or main_experiment(chosen.name)
+    ops = {name: {"config": {"experiment": experiment}} for name in ("alstm_model", "predictions", "ic_daily", "backtest_daily")}
+    for name in ("alstm_model", "predictions"):
+        ops[name]["config"]["feature_set"] = chosen.name
+    return select, {"ops": ops}
 
 
 def run(select: str, start: str | None, end: str | None, vintage: str | None, feature_set: str = "alpha158_ts",
-        run_config: dict | None = None, summary_start: str | None = None) -> int:
+        run_config: dict | None = None, summary_start: str | None = None, experiment: str | None = None,
+        tags: dict[str, str] | None = None, replace_vintage: bool = False) -> int:
     from alstm_pipeline.definitions import build_definitions
     from alstm_pipeline.defs.model import TEST_START
     from alstm_pipeline.defs.partitions import WEEKDAYS
@@ -221,9 +238,11 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None, fe
     from alstm_pipeline.runner import materialize
 
     settings = load_settings()
-    select, configuration = configuration_selection(select, feature_set)
+    select, configuration = configuration_selection(select, feature_set, experiment)
     # A workflow's own op configs win over the configuration defaults, key by key.
     ops = configuration["ops"]
+    if replace_vintage:
+        ops["alstm_model"]["config"]["replace_vintage"] = True
     for name, op in (run_config or {}).get("ops", {}).items():
         ops[name] = {"config": {**ops.get(name, {}).get("config", {}), **op["config"]}}
     run_config = {"ops": ops}
@@ -232,10 +251,11 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None, fe
     print(f"alstm-pipeline: warehouse {settings.open_warehouse().location}, instance {settings.dagster_home}", flush=True)
     began = time.perf_counter()
     results = materialize(build_definitions(), select, open_instance(settings), (first, last),
-                          vintage or TEST_START, run_config=run_config, on_step=_announce)
+                          vintage or TEST_START, run_config=run_config, on_step=_announce, tags=tags)
     status = _report(results, began)
     if status == 0:
-        print_summary(settings, summary_start, benchmark=ops.get("backtest_daily", {}).get("config", {}).get("benchmark", ""))
+        print_summary(settings, summary_start, experiment=ops["predictions"]["config"]["experiment"],
+                      benchmark=ops.get("backtest_daily", {}).get("config", {}).get("benchmark", ""))
         print(f"\n{ui_hint(settings)}")
         from alstm_pipeline import tracking
 
@@ -244,72 +264,35 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None, fe
     return status
 
 
-def workflow_plan(spec) -> tuple[str, str | None, str, dict]:
-    """(first weekday, last weekday or None = the data's end, vintage, run config) of a
-    Qlib workflow: the weekdays reach back far enough for Alpha158's 60-day lookback before
-    the handler's first day; the vintage serves from the test segment's start."""
-    from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK
-
-    segments = spec.segment_dates()
-    first = (pd.Timestamp(spec.handler_start()) - pd.offsets.BDay(FEATURE_LOOKBACK.weekdays)).strftime("%Y-%m-%d")
-    last = spec.handler.end_time or None
-    vintage = segments["test"][0]
-    model = spec.train_config_kwargs()
-    fit_start, fit_end = spec.normalizer_fit_window()
-    ops: dict[str, dict] = {
-        "alstm_model": {"config": {
-            "mode": "fixed",
-            "train_start": segments["train"][0], "train_end": segments["train"][1],
-            "valid_start": segments["valid"][0], "valid_end": segments["valid"][1],
-            "fit_start": fit_start, "fit_end": fit_end, "handler_start": spec.handler_start(),
-            # "benchmark" profile: the YAML's n_epochs and early_stop rule, as in qrun.
-            "profile": "benchmark", "n_epochs": model["n_epochs"], "early_stop": model["early_stop"],
-            "lr": float(model["lr"]), "batch_size": model["batch_size"], "hidden_size": model["hidden_size"],
-            "num_layers": model["num_layers"], "dropout": float(model["dropout"]), "rnn_type": model["rnn_type"],
-            "seed": -1 if model["seed"] is None else model["seed"], "device": model["device"],
-            "experiment": spec.experiment_name,
-        }},
-        # SigAnaRecord reads the test segment's predictions.
-        "ic_daily": {"config": {"start": segments["test"][0], "end": segments["test"][1], "experiment": spec.experiment_name}},
-    }
-    if spec.backtest is not None:
-        b, trading = spec.backtest, spec.topk_dropout_config()
-        start, end = spec.backtest_range()
-        benchmark = b.benchmark if isinstance(b.benchmark, (str, type(None))) else ",".join(b.benchmark)
-        ops["backtest_daily"] = {"config": {
-            "start": start or segments["test"][0], "end": end or segments["test"][1],
-            "topk": trading.topk, "n_drop": trading.n_drop, "open_cost": float(trading.open_cost),
-            "close_cost": float(trading.close_cost), "min_cost": float(trading.min_cost), "account": float(trading.account),
-            "risk_degree": float(trading.risk_degree), "forbid_all_trade_at_limit": trading.forbid_all_trade_at_limit,
-            # BacktestConfig's "no lots" and "no limit" are ≤ 0 (the launchpad has no null).
-            "trade_unit": float(trading.trade_unit or 0.0), "limit_threshold": float(trading.limit_threshold or 0.0),
-            "deal_price": trading.deal_price, "benchmark": benchmark or "", "experiment": spec.experiment_name,
-        }}
-    return first, last, vintage, {"ops": ops}
-
-
-def _load_workflow(path: str):
-    """The workflow spec, or None after printing why it cannot run (every key at once)."""
+def _load_workflow(path: str, check_data: bool = True):
+    """The workflow spec, or None after printing why it cannot run (every key at once; with
+    ``check_data`` the data-dependent ones too: provider, market, benchmark, segment dates)."""
     from alstm_pipeline.qlib_workflow import WorkflowError, load_workflow
 
     try:
-        spec = load_workflow(path)
+        spec = load_workflow(path, check_data=check_data)
     except WorkflowError as error:
         print(f"alstm-pipeline: {error}\nNothing was run. Fix these keys (docs/coming_from_qlib.md lists what is supported).",
               file=sys.stderr)
         return None
-    return spec  # the loader has also checked that the market's instruments file exists
+    for warning in spec.warnings:
+        print(f"alstm-pipeline: warning: {warning}", file=sys.stderr)
+    return spec
 
 
 def print_run_config(path: str) -> int:
     """``qlib-config``: the run config as YAML, with the partitions it is meant for."""
     from ruamel.yaml import YAML
 
-    spec = _load_workflow(path)
+    from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK
+    from alstm_pipeline.qlib_workflow import workflow_plan
+
+    # Only printed, nothing runs: the file is checked, not yet the data it will meet.
+    spec = _load_workflow(path, check_data=False)
     if spec is None:
         return 2
-    first, last, vintage, config = workflow_plan(spec)
-    print(f"# Dagster run config of {spec.path} (experiment {spec.experiment_name!r}).\n"
+    first, last, vintage, config = workflow_plan(spec, FEATURE_LOOKBACK.weekdays)
+    print(f"# Dagster run config of {spec.path} (experiment {spec.experiment_name!r}, feature set {spec.feature_set}).\n"
           f"# Environment: ALSTM_PIPELINE_SOURCE={spec.source_path()} ALSTM_PIPELINE_UNIVERSE={spec.universe_path() or ''}\n"
           f"# 1. +alstm_model's upstream over weekdays {first}..{last or 'the last day'}; 2. alstm_model, vintage {vintage}\n"
           f"#    (keep only its ops block); 3. predictions, ic_daily, backtest_daily over the same weekdays.\n"
@@ -320,8 +303,12 @@ def print_run_config(path: str) -> int:
     return 0
 
 
-def run_workflow(path: str, select: str) -> int:
-    """``run --qlib-config``: qrun's run from a workflow file, through the assets."""
+def run_workflow(path: str, select: str, replace_vintage: bool = False) -> int:
+    """``run --qlib-config``: qrun's run from a workflow file, through the assets, in the
+    file's experiment (its own rows of every scoring table)."""
+    from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK
+    from alstm_pipeline.qlib_workflow import run_tags, workflow_plan
+
     spec = _load_workflow(path)
     if spec is None:
         return 2
@@ -338,20 +325,43 @@ def run_workflow(path: str, select: str) -> int:
         os.environ["ALSTM_PIPELINE_SCORING_START"] = test_start
         print(f"alstm-pipeline: scoring partitions start at the test segment's {test_start}; open the UI with "
               f"ALSTM_PIPELINE_SCORING_START={test_start} alstm-pipeline ui", flush=True)
-    first, last, vintage, config = workflow_plan(spec)
+    first, last, vintage, config = workflow_plan(spec, FEATURE_LOOKBACK.weekdays, replace_vintage=replace_vintage)
     if spec.backtest is None and select == "*":
         select = "*ic_daily"  # no PortAnaRecord, no backtest (as in qrun)
-    print(f"alstm-pipeline: workflow {spec.path} (experiment {spec.experiment_name!r}): train {spec.segments['train'][0]}.."
-          f"{spec.segments['train'][1]}, valid {spec.segments['valid'][0]}..{spec.segments['valid'][1]}, "
-          f"test from {vintage}", flush=True)
-    return run(select, first, last, vintage, run_config=config, summary_start=vintage)
+    print(f"alstm-pipeline: workflow {spec.path} (experiment {spec.experiment_name!r}, {spec.feature_set}): train "
+          f"{spec.segments['train'][0]}..{spec.segments['train'][1]}, valid {spec.segments['valid'][0]}.."
+          f"{spec.segments['valid'][1]}, test from {vintage}; results go to experiment {spec.experiment_name!r} "
+          f"(alstm-pipeline export ... --qlib-config {spec.path})", flush=True)
+    return run(select, first, last, vintage, spec.feature_set, run_config=config, summary_start=vintage,
+               experiment=spec.experiment_name, tags=run_tags(spec))
 
 
-def export(what: str, fmt: str | None, start: str | None, end: str | None, out: str | None, as_of: str | None = None) -> int:
-    """``export``: stored results → Qlib-shaped Parquet/CSV; prints each path written."""
+def export_selection(experiment: str | None, workflow: str | None, start: str | None, end: str | None
+                     ) -> tuple[str, str | None, str | None]:
+    """(experiment, start, end) of an export: ``--qlib-config`` selects the file's experiment
+    and its test segment (what its SignalRecord and SigAnaRecord cover); explicit flags win."""
+    from alstm_pipeline.qlib_workflow import load_workflow
+    from alstm_pipeline.warehouse.registry import DEFAULT_EXPERIMENT
+
+    if workflow is None:
+        return experiment or DEFAULT_EXPERIMENT, start, end
+    spec = load_workflow(workflow)
+    test_start, test_end = spec.segment_dates()["test"]
+    return experiment or spec.experiment_name, start or test_start, end or test_end or None
+
+
+def export(what: str, fmt: str | None, start: str | None, end: str | None, out: str | None,
+           experiment: str | None = None, vintage: str | None = None, workflow: str | None = None,
+           as_of: str | None = None) -> int:
+    """``export``: one experiment's stored results → Qlib-shaped Parquet/CSV; prints each path written."""
     from alstm_pipeline import exports
     from alstm_pipeline.evaluation import BacktestResult, TopkDropoutConfig
-    from alstm_pipeline.warehouse import WarehouseError, tables
+    from alstm_pipeline.warehouse import WarehouseError, registry, tables
+
+    experiment, start, end = export_selection(experiment, workflow, start, end)
+    if vintage and what != "predictions":
+        print("alstm-pipeline: --vintage selects scores; labels and the backtest have none. Fix: drop --vintage.", file=sys.stderr)
+        return 2
 
     suffix = Path(out).suffix.lstrip(".").lower() if out and what != "backtest" else ""
     if fmt and suffix in exports.FORMATS and suffix != fmt:
@@ -363,28 +373,42 @@ def export(what: str, fmt: str | None, start: str | None, end: str | None, out: 
     if not store.exists():
         print(f"alstm-pipeline: no warehouse at {store.location}. Fix: run `alstm-pipeline run` first.", file=sys.stderr)
         return 1
-    folder = settings.home / "exports"
     if as_of:  # e.g. the scores as served on an evening, before any later re-run replaced them
         try:
             store = store.as_of(int(as_of) if as_of.isdigit() else as_of)
         except WarehouseError as error:
             print(f"alstm-pipeline: {error}", file=sys.stderr)
             return 2
+    stored = tables.experiments(store)
+    if what != "labels" and experiment not in stored:
+        print(f"alstm-pipeline: no scores of experiment {experiment!r} in {store.location} (stored: {', '.join(stored) or 'none'}). "
+              "Fix: --experiment NAME, or run that experiment first.", file=sys.stderr)
+        return 1
+    folder = settings.home / "exports" / experiment
     if what == "predictions":
-        frames = {"pred": exports.signal_frame(tables.read_predictions(store, start, end))}
+        versions = None
+        if vintage:
+            known = registry.read_registry(store, experiment)
+            versions = known.loc[known["vintage"] == str(pd.Timestamp(vintage).date()), "version"].astype(str).tolist()
+            if not versions:
+                print(f"alstm-pipeline: experiment {experiment!r} has no vintage {vintage}. Fix: pick one of "
+                      f"{', '.join(sorted(set(known['vintage']))) or 'none'}.", file=sys.stderr)
+                return 1
+        frames = {"pred": exports.signal_frame(tables.read_predictions(store, start, end, experiment, versions))}
     elif what == "labels":
         frames = {"label": exports.label_frame(tables.read_labels(store, start, end))}
     else:
-        daily = tables.read_backtest(store, start, end)
+        daily = tables.read_backtest(store, start, end, experiment)
         if daily.empty:
-            print("alstm-pipeline: no backtest_daily rows in that range. Fix: materialise backtest_daily first.", file=sys.stderr)
+            print(f"alstm-pipeline: no backtest_daily rows of experiment {experiment!r} in that range. "
+                  "Fix: materialise backtest_daily first.", file=sys.stderr)
             return 1
         # The account the backtest started from, recovered exactly from its first day:
         # return − cost = V_1 / V_0 − 1 (backtest_daily's definitions).
         head = daily.iloc[0]
         account = float(head["account_value"] / (1.0 + head["return"] - head["cost"]))
-        result = BacktestResult(daily=daily, trades=tables.read_backtest_trades(store, start, end),
-                                positions=tables.read_backtest_positions(store, start, end),
+        result = BacktestResult(daily=daily, trades=tables.read_backtest_trades(store, start, end, experiment),
+                                positions=tables.read_backtest_positions(store, start, end, experiment),
                                 config=TopkDropoutConfig(account=account))
         frames = {"report_normal_1day": exports.report_frame(result), "positions_normal_1day": exports.positions_frame(result),
                   "trades_1day": exports.trades_frame(result), "port_analysis_1day": exports.port_analysis_frame(result)}
@@ -422,8 +446,8 @@ def retrain(as_of: str | None) -> int:
     results = materialize(build_definitions(), "alstm_model", open_instance(settings),
                           vintage=request.partition_key, run_config=request.run_config)
     status = _report(results, began)
-    known = registry.read_registry(store)
-    # retrain trains the default configuration; an Alpha360 vintage of the same day is not its outcome
+    known = registry.read_registry(store, registry.DEFAULT_EXPERIMENT)
+    # retrain trains the main job's configuration; an Alpha360 vintage of the same day is not its outcome
     mine = known[(known["vintage"] == request.partition_key) & (known["feature_set"] == "alpha158_ts")]
     if len(mine):
         row = mine.sort_values("created_at").iloc[-1]
@@ -516,8 +540,10 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None, paral
     keys = vintages.rolling_keys(calendar, test_start, test_end, step or settings.retrain_step)
     print(f"alstm-pipeline: rolling evaluation {test_start.date()}..{test_end.date()}: {len(keys)} vintages", flush=True)
     defs, instance = build_definitions(), open_instance(settings)
+    # An evaluation is another configuration than the main job's fixed split: its vintages
+    # and scores live in their own experiment, so the main job's served days stay as they are.
     model_config = {"mode": "rolling", "train_days": settings.train_days, "valid_days": settings.valid_days,
-                    "trunc_days": settings.trunc_days}
+                    "trunc_days": settings.trunc_days, "experiment": ROLLING_EXPERIMENT}
     began = time.perf_counter()
     workers = min(parallel or vintage_pool.parallel_setting(), len(keys))
     folder = None
@@ -540,13 +566,15 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None, paral
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)  # every candidate is registered now, as a checkpoint of its own
     first, last = weekday_range(WEEKDAYS.get_partition_keys(), str(test_start.date()), str(test_end.date()))
-    report_config = {"ops": {name: {"config": {"start": str(test_start.date()), "end": str(test_end.date())}}
+    report_config = {"ops": {name: {"config": {"start": str(test_start.date()), "end": str(test_end.date()),
+                                               "experiment": ROLLING_EXPERIMENT}}
                              for name in ("ic_daily", "backtest_daily")}}
+    report_config["ops"]["predictions"] = {"config": {"experiment": ROLLING_EXPERIMENT}}
     results += materialize(defs, "predictions,ic_daily,backtest_daily", instance, (first, last), run_config=report_config,
                            on_step=_announce)
     status = _report(results, began)
     if status == 0:
-        print_summary(settings, test_start, test_end)
+        print_summary(settings, test_start, test_end, experiment=ROLLING_EXPERIMENT)
     return status
 
 
@@ -558,13 +586,14 @@ def main(argv: list[str] | None = None) -> int:
                 print("alstm-pipeline: --qlib-config sets the dates and the vintage from the file. "
                       "Fix: drop --start/--end/--vintage, or edit the workflow file.", file=sys.stderr)
                 return 2
-            return run_workflow(args.qlib_config, args.select)
+            return run_workflow(args.qlib_config, args.select, args.replace_vintage)
         if args.command == "run":
-            return run(args.select, args.start, args.end, args.vintage, args.feature_set)
+            return run(args.select, args.start, args.end, args.vintage, args.feature_set, replace_vintage=args.replace_vintage)
         if args.command == "qlib-config":
             return print_run_config(args.workflow)
         if args.command == "export":
-            return export(args.what, args.format, args.start, args.end, args.out, args.as_of)
+            return export(args.what, args.format, args.start, args.end, args.out, args.experiment, args.vintage,
+                          args.qlib_config, args.as_of)
         if args.command == "retrain":
             return retrain(args.as_of)
         if args.command == "evaluate-rolling":

@@ -17,8 +17,9 @@ def benchmark_name(codes: str) -> str:
     return codes or "the equal-weight universe"
 
 
-def print_summary(settings: Settings, start=None, end=None, benchmark: str = "") -> None:
-    """Tables, the vintages, the IC summary and backtest of the evaluation period;
+def print_summary(settings: Settings, start=None, end=None, experiment: str = registry.DEFAULT_EXPERIMENT,
+                  benchmark: str = "") -> None:
+    """Tables, the vintages, the IC summary and backtest of the evaluation period (of ``experiment``);
     ``benchmark`` is the backtest's (BacktestConfig.benchmark, "" = equal-weight universe)."""
     store = settings.open_warehouse()
     if not store.exists():
@@ -30,21 +31,22 @@ def print_summary(settings: Settings, start=None, end=None, benchmark: str = "")
             rows, first, last = found
             print(f"  {table:<18} {rows:>10,} rows  {first}..{last}")
 
-    known = registry.read_registry(store)
+    known = registry.read_registry(store, experiment)
     if len(known):
-        print(f"\nmodel_registry ({len(known)} vintages; a day is scored by the newest promoted one serving from it or earlier):")
+        print(f"\nmodel_registry, experiment {experiment!r} ({len(known)} vintages; a day is scored by the newest promoted one "
+              "serving from it or earlier):")
         for row in known.tail(8).itertuples():
             print(f"  {row.vintage}  {row.feature_set:<11} {row.version}  {row.status:<10} trained through {row.trained_through.date()}  "
                   f"{row.checkpoint}")
 
     start = pd.Timestamp(start or DEFAULT_PERIOD_START)
-    ic = tables.read_ic_daily(store, start, end)
+    ic = tables.read_ic_daily(store, start, end, experiment)
     if len(ic) > 1:
         last = pd.Timestamp(ic["date"].max()).date()
         print(f"\nIC over {start.date()}..{last} ({len(ic)} days, SigAnaRecord):")
         print("  " + "  ".join(f"{name} {value:+.4f}" for name, value in ic_summary(ic["ic"], ic["rank_ic"]).items()))
 
-    daily = tables.read_backtest(store)
+    daily = tables.read_backtest(store, experiment=experiment)
     if len(daily):
         excess = daily["return"] - daily["bench"]
         print(f"\nTopkDropout backtest vs {benchmark_name(benchmark)} ({len(daily)} days, risk_analysis sum mode, 238 days/year):")

@@ -71,6 +71,13 @@ class VintagePlan:
         return asdict(self)
 
 
+def days_text(days, limit: int = 10) -> str:
+    """Days as text for a message: the first ``limit`` and how many there are."""
+    days = list(days)
+    shown = ", ".join(_day(day) for day in days[:limit])
+    return shown + (f" … ({len(days)} days)" if len(days) > limit else "")
+
+
 def vintage_key(serves_from) -> str:
     """The partition key of a vintage: its first serving day."""
     return _day(serves_from)

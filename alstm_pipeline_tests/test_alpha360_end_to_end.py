@@ -2,7 +2,8 @@
 
 12 instruments of the bundled sample, raw 2013-10..2015-12; both configurations train a
 fixed vintage (train 2014, valid 2015H1, serving from 2015-07-01, one or two epochs) into
-one registry; predictions switch between them by ``feature_set``. Plus: alpha360_features
+one registry, each in its own experiment ("main", "main_alpha360"), where each scores the
+same days without touching the other's. Plus: alpha360_features
 through the asset equals Qlib's golden values, an incremental day equals the range run's
 rows bit for bit, and an old registry gains the feature_set column.
 """
@@ -32,7 +33,9 @@ FIXED = {"train_start": "2014-01-01", "train_end": "2014-12-31", "valid_start": 
          "fit_start": "2014-01-01", "fit_end": "2014-12-31", "handler_start": "2014-01-01",
          "seed": 7, "batch_size": 200}
 ALPHA158 = {**FIXED, "n_epochs": 1}
-ALPHA360 = {**FIXED, "n_epochs": 2, "feature_set": "alpha360"}
+# Each configuration has its own experiment (a day's scores never switch between models).
+EXPERIMENT_360 = "main_alpha360"
+ALPHA360 = {**FIXED, "n_epochs": 2, "feature_set": "alpha360", "experiment": EXPERIMENT_360}
 SCORED = ("2015-07-01", "2015-12-31")
 REPORT = {"ic_daily": {"config": {"start": VINTAGE, "end": ""}}}
 
@@ -68,14 +71,20 @@ def both_vintages(pipeline, features_run):
     return run158, run360
 
 
+def _experiment(feature_set: str | None) -> str:
+    return EXPERIMENT_360 if feature_set == "alpha360" else "main"
+
+
 def _predict(pipeline, feature_set: str | None):
-    ops = {**REPORT, **({"predictions": {"config": {"feature_set": feature_set}}} if feature_set else {})}
+    experiment = _experiment(feature_set)
+    ops = {"ic_daily": {"config": {**REPORT["ic_daily"]["config"], "experiment": experiment}},
+           **({"predictions": {"config": {"feature_set": feature_set, "experiment": experiment}}} if feature_set else {})}
     return pipeline.run("predictions,ic_daily", *SCORED, run_config={"ops": ops})
 
 
-def _scores(pipeline) -> pd.DataFrame:
-    return pipeline.warehouse.query("SELECT * FROM predictions WHERE date BETWEEN ? AND ? ORDER BY date, instrument",
-                                    list(SCORED))
+def _scores(pipeline, feature_set: str | None = "alpha360") -> pd.DataFrame:
+    return pipeline.warehouse.query("SELECT * FROM predictions WHERE date BETWEEN ? AND ? AND experiment = ? "
+                                    "ORDER BY date, instrument", [*SCORED, _experiment(feature_set)])
 
 
 def test_alpha360_features_table_checks_and_metadata(pipeline, features_run):
@@ -121,7 +130,7 @@ def test_both_configurations_share_one_registry(pipeline, both_vintages):
     assert stats["feature"].tolist() == list(ALPHA360_NAMES)
 
 
-def test_predictions_switch_by_feature_set(pipeline, both_vintages):
+def test_each_configuration_scores_its_own_experiment(pipeline, both_vintages):
     known = registry.read_registry(pipeline.warehouse)
     version = known.set_index("feature_set")["version"]
     days = pipeline.warehouse.query("SELECT count(*) FROM alpha360_features WHERE date BETWEEN ? AND ?",
@@ -132,23 +141,32 @@ def test_predictions_switch_by_feature_set(pipeline, both_vintages):
     assert set(alpha360["model_version"]) == {version["alpha360"]}
     assert len(alpha360) == days and alpha360["score"].notna().all()
     assert {event.metadata["feature_set"].value for event in pipeline.materialization(result, "predictions")} == {"alpha360"}
-    ic_daily = pipeline.warehouse.query("SELECT * FROM ic_daily WHERE date BETWEEN ? AND ? ORDER BY date", list(SCORED))
+    ic_daily = pipeline.warehouse.query("SELECT * FROM ic_daily WHERE date BETWEEN ? AND ? AND experiment = ? ORDER BY date",
+                                        [*SCORED, EXPERIMENT_360])
     joined = pipeline.warehouse.query(
         "SELECT p.date AS datetime, p.instrument, p.score, l.LABEL0 FROM predictions p JOIN labels l USING (instrument, date) "
-        "WHERE p.date BETWEEN ? AND ?", list(SCORED))
+        "WHERE p.date BETWEEN ? AND ? AND p.experiment = ?", [*SCORED, EXPERIMENT_360])
     joined["datetime"] = pd.to_datetime(joined["datetime"])
     ic, _ = calc_ic(*(joined.set_index(["datetime", "instrument"])[c] for c in ("score", "LABEL0")))
     assert len(ic_daily) == len(ic.dropna()) > 100
     np.testing.assert_allclose(ic_daily["ic"].to_numpy(), ic.dropna().to_numpy(), rtol=1e-12)
 
-    _predict(pipeline, None)  # the default configuration: Alpha158's vintage scores the same days
-    alpha158 = _scores(pipeline)
+    _predict(pipeline, None)  # the default configuration: Alpha158's vintage scores the same days in "main"
+    alpha158 = _scores(pipeline, None)
     assert set(alpha158["model_version"]) == {version["alpha158_ts"]}
     assert len(alpha158) == len(alpha360)
     assert not np.array_equal(alpha158["score"].to_numpy(), alpha360["score"].to_numpy())
+    pd.testing.assert_frame_equal(alpha360, _scores(pipeline), check_exact=True)  # untouched by the other configuration
 
-    _predict(pipeline, "alpha360")  # and back: the same scores again
+    _predict(pipeline, "alpha360")  # re-running a day reproduces it
     pd.testing.assert_frame_equal(alpha360, _scores(pipeline), check_exact=True)
+    pd.testing.assert_frame_equal(alpha158, _scores(pipeline, None), check_exact=True)
+
+
+def test_a_second_configuration_in_one_experiment_is_refused(pipeline, both_vintages):
+    error = pipeline.run_expecting_failure("alstm_model", run_config={"ops": {"alstm_model": {
+        "config": {**ALPHA360, "experiment": "main"}}}}, vintage="2015-08-03")
+    assert "experiment 'main' serves the alpha158_ts configuration" in error and "'main_alpha360'" in error
 
 
 def test_alpha360_scores_equal_the_pure_chain(pipeline, both_vintages):

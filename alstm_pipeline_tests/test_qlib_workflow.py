@@ -14,7 +14,9 @@ import pytest
 from alstm_pipeline.dataset import ALSTM_FEATURES
 from alstm_pipeline.evaluation import TopkDropoutConfig
 from alstm_pipeline.model import TrainConfig
-from alstm_pipeline.qlib_workflow import WorkflowError, load_workflow, merge_config
+from alstm_pipeline.features import ALPHA360_NAMES
+from alstm_pipeline.defs.partitions import FEATURE_LOOKBACK
+from alstm_pipeline.qlib_workflow import WorkflowError, load_workflow, merge_config, workflow_plan
 from alstm_pipeline.sources import Universe
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -85,19 +87,23 @@ def test_anchors_merge_keys_and_task_placeholders_resolve_as_qrun_resolves_them(
     assert spec.universe_path() == provider / "instruments" / "my_universe.txt"
 
 
-def test_alpha360_non_ts_workflow_is_refused_with_every_reason(env):
-    with pytest.raises(WorkflowError) as caught:
-        load_workflow(FIXTURES / "qlib_alstm_alpha360.yaml", env)
-    message = str(caught.value)
-    for key in (
-        "task.model: qlib.contrib.model.pytorch_alstm.ALSTM is not available",
-        "task.dataset.class: DatasetH",
-        "task.dataset.kwargs.handler.class: Alpha360",
-        "task.dataset.kwargs.handler.kwargs.infer_processors: RobustZScoreNorm → Fillna",
-        "task.model.kwargs.d_feat: 6",
-    ):
-        assert key in message
-    assert "step_len" not in message  # DatasetH has no windows: only the class is reported
+def test_alpha360_flat_workflow_maps_onto_the_alpha360_configuration(env):
+    spec = load_workflow(FIXTURES / "qlib_alstm_alpha360.yaml", env)
+    assert spec.feature_set == "alpha360" and spec.handler.features == tuple(ALPHA360_NAMES)
+    assert spec.model.d_feat == 6 and spec.train_config().early_stop == 20
+    first, last, vintage, config = workflow_plan(spec, FEATURE_LOOKBACK.weekdays)
+    assert vintage == "2013-01-04"
+    for asset in ("alstm_model", "predictions"):
+        assert config["ops"][asset]["config"]["feature_set"] == "alpha360"
+
+
+def test_a_handler_and_model_of_different_configurations_are_refused(env, tmp_path):
+    text = (FIXTURES / "qlib_alstm_alpha360.yaml").read_text()
+    path = tmp_path / "mixed.yaml"
+    path.write_text(text.replace("module_path: qlib.contrib.model.pytorch_alstm\n",
+                                 "module_path: qlib.contrib.model.pytorch_alstm_ts\n"))
+    with pytest.raises(WorkflowError, match="task.model.module_path: qlib.contrib.model.pytorch_alstm_ts does not go with"):
+        load_workflow(path, env)
 
 
 def test_every_unsupported_key_is_named_in_one_error(env):
@@ -109,7 +115,6 @@ def test_every_unsupported_key_is_named_in_one_error(env):
         "qlib_init.redis_port",
         "task.model.kwargs.weight_decay",
         "task.model.kwargs.loss",
-        "task.model.kwargs.rnn_type",
         "task.model.kwargs.GPU",
         "task.dataset.kwargs.step_len",
         "task.dataset.kwargs.handler.kwargs.instruments",
@@ -122,7 +127,7 @@ def test_every_unsupported_key_is_named_in_one_error(env):
         "task.record.1.kwargs.config.backtest.exchange_kwargs.volume_threshold",
         "task.record.2.class",
     ]
-    assert "16 setting(s) cannot be honoured" in str(caught.value)
+    assert "15 setting(s) cannot be honoured" in str(caught.value)
 
 
 def test_unset_template_variable_is_an_error_not_empty_text(tmp_path):

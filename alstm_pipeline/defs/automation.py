@@ -131,8 +131,8 @@ def retrain_request(store: Warehouse, as_of: pd.Timestamp, settings: Settings = 
         return dg.SkipReason("no labelled day in the warehouse yet: run the main job (alstm-pipeline run) first")
     key = vintages.vintage_key(as_of + pd.offsets.BDay(1))
     calendar = tables.read_calendar(store)
-    # The schedule retrains the default configuration: only its vintages set the cadence.
-    known = feature_sets.of_feature_set(registry.read_registry(store), feature_sets.DEFAULT_FEATURE_SET)
+    # The schedule retrains the main job's configuration: only its vintages set the cadence.
+    known = feature_sets.of_feature_set(registry.read_registry(store, registry.DEFAULT_EXPERIMENT), feature_sets.DEFAULT_FEATURE_SET)
     promoted = known[known["status"] == "promoted"]
     if len(promoted):
         newest = pd.Timestamp(promoted["serves_from"].max())

@@ -25,8 +25,9 @@ from alstm_pipeline.warehouse import registry, tables
 
 # Qlib's benchmark split (workflow_config_alstm_Alpha158.yaml adapted to the sample's years).
 TEST_START = "2017-01-01"
-# MLflow experiment of runs that name none (Qlib's default experiment_name).
-MLFLOW_EXPERIMENT = "workflow"
+# The experiment of runs that name none: the main job's namespace in the warehouse (its own
+# vintages, scores, IC and backtest) and its MLflow experiment (registry.py).
+DEFAULT_EXPERIMENT = registry.DEFAULT_EXPERIMENT
 _SETTINGS = load_settings()
 
 
@@ -61,9 +62,19 @@ class AlstmModelConfig(dg.Config):
     warm_start: bool = Field(default=False, description="start from the weights of the vintage in force (never a later one)")
     gate_max_loss_increase: float = Field(default=0.05, description="gate: reject if validation loss > in-force loss × (1 + this)")
     gate_max_ic_drop: float = Field(default=0.02, description="gate: reject if validation IC < in-force IC − this")
-    experiment: str = Field(default=MLFLOW_EXPERIMENT, description="MLflow experiment (with the mlflow extra; Qlib's experiment_name)")
+    experiment: str = Field(default=DEFAULT_EXPERIMENT, description="the experiment this vintage belongs to (Qlib's experiment_name): "
+                                                                     "it serves only that experiment's days; also the MLflow experiment")
+    replace_vintage: bool = Field(default=False, description="retrain this vintage although the experiment's promoted one has scored "
+                                                             "days with another configuration; those days are named and re-scored")
     candidates: str = Field(default="", description="folder of candidates trained in parallel (vintage_pool): register this vintage's "
                                                     "candidate instead of training; earlier candidates of the folder must be registered first")
+
+    def recorded(self) -> str:
+        """The configuration as stored in model_registry.config: same text, same vintage.
+        (Where the vintage serves, where a parallel candidate was trained and the gate's
+        thresholds do not change the model.)"""
+        skipped = {"experiment", "replace_vintage", "candidates", "gate_max_loss_increase", "gate_max_ic_drop"}
+        return json.dumps({k: v for k, v in self.model_dump().items() if k not in skipped}, sort_keys=True)
 
     def train_config(self):
         """The pure training config: the named profile with this run's overrides."""
@@ -153,16 +164,34 @@ def alstm_model(
         plan = config.plan(key, calendar)
     except vintages.VintageError as error:
         raise dg.Failure(f"alstm_model {key}: {error}") from None
-    features, label, stats, train, valid = vintage_pool.vintage_samples(store, fs, calendar, plan)
-    context.log.info(f"alstm_model {key} ({fs.name} from {fs.table}): train {plan.train_start}..{plan.train_end} ({len(train)} samples), "
-                     f"valid {plan.valid_start}..{plan.valid_end} ({len(valid)}), trained through {plan.trained_through}")
-
     every_vintage = registry.read_registry(store)
     # Folders a killed run published but never registered (model/publishing.py): this run
     # holds the writer lock, so none is another run's work in progress.
     for orphan in remove_orphaned_checkpoints(model_store.path(), every_vintage["checkpoint"]):
         context.log.warning(f"removed {orphan}: a checkpoint folder no model_registry row names (left by a killed run)")
-    known = feature_sets.of_feature_set(every_vintage, fs.name)
+    mine = every_vintage[every_vintage["experiment"] == config.experiment].reset_index(drop=True)
+    others = sorted(set(mine.loc[mine["status"] == "promoted", "feature_set"]) - {fs.name})
+    if others:
+        # One configuration per experiment: predictions of the experiment are keyed by day,
+        # so two configurations there would overwrite each other's served scores.
+        raise dg.Failure(f"alstm_model {key}: experiment {config.experiment!r} serves the {', '.join(others)} configuration; "
+                         f"Fix: train {fs.name} in its own experiment (e.g. {registry.main_experiment(fs.name)!r}).",
+                         allow_retries=False)
+    known = feature_sets.of_feature_set(mine, fs.name)
+    existing = _promoted_vintage(known, key)
+    replaced_days = pd.DatetimeIndex([])
+    if existing is not None:
+        served = tables.served_days(store, str(existing["version"]), config.experiment)
+        unknown = not isinstance(existing["config"], str)  # registered before configurations were recorded
+        if not config.replace_vintage and (existing["config"] == config.recorded() or (unknown and len(served))):
+            return _kept(context, existing, served, config.experiment)
+        if len(served) and not config.replace_vintage:
+            raise dg.Failure(_served_message(key, existing, served, config), allow_retries=False)
+        replaced_days = served
+    features, label, stats, train, valid = vintage_pool.vintage_samples(store, fs, calendar, plan)
+    context.log.info(f"alstm_model {key} ({fs.name} from {fs.table}): train {plan.train_start}..{plan.train_end} ({len(train)} samples), "
+                     f"valid {plan.valid_start}..{plan.valid_end} ({len(valid)}), trained through {plan.trained_through}")
+
     incumbent = vintages.in_force(known, key)
     # The vintage in force is read once: warm start and the gate both use it.
     incumbent_model = load_registered(incumbent)[0] if incumbent is not None else None
@@ -200,7 +229,8 @@ def alstm_model(
     (final / "losses.png").write_bytes(png)
     saved_card = json.loads((final / "card.json").read_text())
     registry.register_vintage(store, {
-        "version": card["version"], "vintage": key, "feature_set": fs.name, **plan.to_dict(),
+        "version": card["version"], "vintage": key, "feature_set": fs.name, "experiment": config.experiment,
+        "config": config.recorded(), **plan.to_dict(),
         "created_at": pd.Timestamp(card["created_utc"]).tz_convert(None),
         "status": "promoted" if decision.passed else "rejected", "gate_reason": decision.reason,
         "checkpoint": str(final), "sha256": saved_card["weights_sha256"],
@@ -211,6 +241,13 @@ def alstm_model(
                                                    "incumbent_valid_loss": incumbent_loss, "incumbent_valid_ic": incumbent_ic},
     }, stats)
     context.log.info(f"alstm_model {key}: {card['version']} {'promoted' if decision.passed else 'REJECTED'}: {decision.reason}")
+    replaced: dict[str, object] = {}
+    if decision.passed and len(replaced_days):
+        context.log.warning(f"alstm_model {key}: replaced {existing['version']} in experiment {config.experiment!r} "
+                            f"(replace_vintage): its {len(replaced_days)} scored day(s) change when re-scored: "
+                            f"{vintages.days_text(replaced_days)}")
+        replaced = {"replaced_version": str(existing["version"]), "replaced_days": len(replaced_days),
+                    "replaced_day_list": vintages.days_text(replaced_days, limit=len(replaced_days))}
     _track_training(context, card, png, plan, decision, warehouse, config.experiment)
     gate_metadata = {"version": card["version"], "reason": decision.reason, "valid_loss": candidate_loss, "valid_ic": candidate_ic,
                      "in_force": "none" if incumbent is None else str(incumbent["version"])}
@@ -239,6 +276,8 @@ def alstm_model(
             "warm_start_from": warm_from or "none",
             "card": dg.MetadataValue.json(json.loads(json.dumps(card, default=str))),
             "loss_curves": _png_markdown(png, "losses"),
+            "experiment": config.experiment,
+            **replaced,
         },
         check_results=[dg.AssetCheckResult(check_name="promotion_gate", passed=decision.passed, metadata=gate_metadata)],
         data_version=dg.DataVersion(card["version"]),
@@ -260,6 +299,43 @@ def _candidate(config: AlstmModelConfig, known: pd.DataFrame, fs, plan, settings
         return vintage_pool.load_candidate(config.candidates, fs, plan, settings)
     except vintage_pool.CandidateError as error:
         raise dg.Failure(str(error), allow_retries=False) from None
+
+
+def _promoted_vintage(known: pd.DataFrame, key: str) -> pd.Series | None:
+    """The experiment's promoted vintage ``key`` of this configuration, or None."""
+    rows = known[(known["vintage"] == key) & (known["status"] == "promoted")]
+    return None if rows.empty else rows.sort_values("created_at").iloc[-1]
+
+
+def _served_message(key: str, existing: pd.Series, served: pd.DatetimeIndex, config: AlstmModelConfig) -> str:
+    before = json.loads(existing["config"]) if isinstance(existing["config"], str) else {}
+    now = json.loads(config.recorded())
+    changed = [f"{name} {before.get(name)!r} → {now.get(name)!r}" for name in sorted(now) if before.get(name) != now.get(name)]
+    what = ("configuration changes: " + "; ".join(changed)) if before else "its configuration was not recorded"
+    return (f"alstm_model {key}: experiment {config.experiment!r} already serves vintage {key} ({existing['version']}), "
+            f"which scored {len(served)} day(s) ({vintages.days_text(served)}); {what}. A vintage that has served is "
+            "immutable: retraining it would change those days' scores. Fix: run this configuration in its own experiment "
+            "(config experiment; experiment_name in a Qlib workflow file), or set replace_vintage: true "
+            "(alstm-pipeline run --replace-vintage) to retrain it and re-score those days.")
+
+
+def _kept(context: dg.AssetExecutionContext, existing: pd.Series, served: pd.DatetimeIndex, experiment: str) -> dg.MaterializeResult:
+    """The experiment already has this vintage with this configuration (or one that has served
+    under an unrecorded one): it is kept, not retrained, so its days keep their scores."""
+    reason = (f"kept {existing['version']}: experiment {experiment!r} already has vintage {context.partition_key} with this "
+              f"configuration ({len(served)} day(s) scored); set replace_vintage: true to retrain it"
+              if isinstance(existing["config"], str) else
+              f"kept {existing['version']}: it has scored {len(served)} day(s) in experiment {experiment!r} and its configuration "
+              "was not recorded; set replace_vintage: true to retrain it")
+    context.log.info(f"alstm_model {context.partition_key}: {reason}")
+    return dg.MaterializeResult(
+        metadata={"version": str(existing["version"]), "status": "kept", "experiment": experiment, "reason": reason,
+                  "feature_set": str(existing["feature_set"]), "trained_through": str(pd.Timestamp(existing["trained_through"]).date()),
+                  "checkpoint": dg.MetadataValue.path(str(existing["checkpoint"]))},
+        check_results=[dg.AssetCheckResult(check_name="promotion_gate", passed=True,
+                                           metadata={"reason": reason, "in_force": str(existing["version"])})],
+        data_version=dg.DataVersion(str(existing["version"])),
+    )
 
 
 def _track_training(context, card, png: bytes, plan, decision, warehouse: WarehouseResource, experiment: str) -> None:

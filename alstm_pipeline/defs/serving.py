@@ -11,7 +11,7 @@ from pydantic import Field
 from alstm_pipeline import feature_sets, quality, vintages
 from alstm_pipeline.defs.features import alpha158_features, alpha360_features, labels
 from alstm_pipeline.defs.ingest import raw_ohlcv
-from alstm_pipeline.defs.model import MLFLOW_EXPERIMENT, TEST_START, alstm_model
+from alstm_pipeline.defs.model import DEFAULT_EXPERIMENT, TEST_START, alstm_model
 from alstm_pipeline.defs.partitions import SCORING_DAYS, WINDOW_LOOKBACK, window_dates
 from alstm_pipeline.defs.resources import MarketDataResource, WarehouseResource
 from alstm_pipeline.evaluation import (
@@ -33,6 +33,8 @@ from alstm_pipeline.threads import apply_torch_threads
 from alstm_pipeline.warehouse import Warehouse, registry, tables
 
 ROLLING_IC_DAYS = 20
+# "No benchmark" (the equal-weight universe), spelled the same in every fix text and the docs.
+NO_BENCHMARK_SPELLING = 'benchmark: "" in this config; benchmark: null in a Qlib workflow file'
 
 
 def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
@@ -44,12 +46,6 @@ def _empty_predictions() -> pd.DataFrame:
                          "score": pd.Series(dtype="float32"), "model_version": pd.Series(dtype=str)})
 
 
-def _days_text(days) -> str:
-    days = list(days)
-    shown = ", ".join(str(pd.Timestamp(day).date()) for day in days[:10])
-    return shown + (f" … ({len(days)} days)" if len(days) > 10 else "")
-
-
 def _vintage_samples(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIndex, version: str,
                      fs: feature_sets.FeatureSet):
     """The samples of ``days`` as a vintage sees them: normalised with its own statistics."""
@@ -57,7 +53,7 @@ def _vintage_samples(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.Date
     features = tables.read_model_features(store, fs.table, list(fs.columns), fs.history_start(calendar, days[0]), days[-1])
     missing = days.difference(pd.DatetimeIndex(features["date"].unique()))
     if len(missing):
-        raise dg.Failure(f"predictions: no {fs.table} rows for {_days_text(missing)}. "
+        raise dg.Failure(f"predictions: no {fs.table} rows for {vintages.days_text(missing)}. "
                          f"Fix: materialise {fs.table} for these days first.", allow_retries=False)
     return fs.inference_samples(features, stats, calendar, days[0], days[-1])
 
@@ -75,7 +71,7 @@ def score_days(store: Warehouse, calendar: pd.DatetimeIndex, days: pd.DatetimeIn
     return frame[frame["date"].isin(days)]
 
 
-def seed_scores(store: Warehouse, first: pd.Timestamp, last: pd.Timestamp) -> dict[object, pd.DataFrame]:
+def seed_scores(store: Warehouse, first: pd.Timestamp, last: pd.Timestamp, experiment: str = DEFAULT_EXPERIMENT) -> dict[object, pd.DataFrame]:
     """seed → that seed's own scores over [first, last], from the vintages that served it;
     empty unless those vintages were trained with several seeds (Qlib's 20-seed protocol)."""
     from alstm_pipeline.model import predict_per_seed
@@ -84,7 +80,7 @@ def seed_scores(store: Warehouse, first: pd.Timestamp, last: pd.Timestamp) -> di
     calendar = tables.read_calendar(store)
     known = registry.read_registry(store).set_index("version")
     parts: dict[object, list[pd.DataFrame]] = {}
-    for row in tables.vintages_used(store, first, last).itertuples():
+    for row in tables.vintages_used(store, first, last, experiment).itertuples():
         model, card = load_registered(known.loc[row.model_version])
         if len(card.get("seeds", [])) < 2:
             return {}
@@ -96,9 +92,14 @@ def seed_scores(store: Warehouse, first: pd.Timestamp, last: pd.Timestamp) -> di
     return {seed: pd.concat(frames, ignore_index=True) for seed, frames in parts.items()}
 
 
+EXPERIMENT_HELP = ("the experiment (Qlib's experiment_name) whose vintages score and whose rows of predictions, ic_daily and "
+                   "backtest_daily are written; other experiments' rows are untouched. Also the MLflow experiment")
+
+
 class PredictionsConfig(dg.Config):
     feature_set: str = Field(default=feature_sets.DEFAULT_FEATURE_SET,
                              description='which configuration scores: "alpha158_ts" or "alpha360" (only its vintages serve)')
+    experiment: str = Field(default=DEFAULT_EXPERIMENT, description=EXPERIMENT_HELP)
 
 
 @dg.asset(
@@ -129,7 +130,7 @@ def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, wa
     store = warehouse.get(context.log.info)
     calendar = tables.read_calendar(store)
     days = calendar[(calendar >= start) & (calendar <= end)]
-    known = feature_sets.of_feature_set(registry.read_registry(store), fs.name)
+    known = feature_sets.of_feature_set(registry.read_registry(store, config.experiment), fs.name)
     chosen = vintages.serving_versions(days, known)
     unscored = chosen[chosen.isna()].index
     parts = [_empty_predictions()]
@@ -138,9 +139,9 @@ def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, wa
         parts.append(score_days(store, calendar, pd.DatetimeIndex(group.index), str(version), registered, fs))
     scored = pd.concat(parts, ignore_index=True).sort_values(["date", "instrument"], ignore_index=True)
     scored["score"] = scored["score"].astype("float32")
-    rows = tables.write_predictions(store, scored, start, end)
+    rows = tables.write_predictions(store, scored, start, end, config.experiment)
     if len(unscored):
-        context.log.warning(f"predictions: no promoted {fs.name} vintage may score {_days_text(unscored)} "
+        context.log.warning(f"predictions: no promoted {fs.name} vintage of experiment {config.experiment!r} may score {vintages.days_text(unscored)} "
                             "(every vintage serves from a later day); these days stay unscored")
     used = scored.groupby("model_version")["date"].agg(["min", "max", "nunique"]).reset_index()
     used.columns = ["model_version", "first_day", "last_day", "days"]
@@ -151,6 +152,7 @@ def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, wa
         "days_without_vintage": len(unscored),
         "feature_set": fs.name,
         "feature_table": fs.table,
+        "experiment": config.experiment,
         "vintages": dg.MetadataValue.md(quality.as_markdown(used)),
     })
 
@@ -158,7 +160,7 @@ def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, wa
 class ReportConfig(dg.Config):
     start: str = Field(default=TEST_START, description="first day of the evaluation (out-of-sample) period")
     end: str = Field(default="", description="last day (empty: the last day with scores)")
-    experiment: str = Field(default=MLFLOW_EXPERIMENT, description="MLflow experiment (with the mlflow extra; Qlib's experiment_name)")
+    experiment: str = Field(default=DEFAULT_EXPERIMENT, description=EXPERIMENT_HELP)
 
 
 def _period(store: Warehouse, config: ReportConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -166,10 +168,11 @@ def _period(store: Warehouse, config: ReportConfig) -> tuple[pd.Timestamp, pd.Ti
     return pd.Timestamp(config.start), pd.Timestamp(config.end) if config.end else calendar[-1]
 
 
-def vintage_report(store: Warehouse, start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(vintages that scored [start, end] with their windows, scored days whose vintage
-    was trained through that day or later — must be empty)."""
-    used = tables.vintages_used(store, start, end)
+def vintage_report(store: Warehouse, start: pd.Timestamp, end: pd.Timestamp,
+                   experiment: str = DEFAULT_EXPERIMENT) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(vintages that scored [start, end] in ``experiment`` with their windows, scored days
+    whose vintage was trained through that day or later — must be empty)."""
+    used = tables.vintages_used(store, start, end, experiment)
     known = registry.read_registry(store)
     if used.empty or known.empty:
         return used, pd.DataFrame(columns=["model_version", "first_day", "trained_through"])
@@ -200,25 +203,25 @@ def ic_daily(context: dg.AssetExecutionContext, config: ReportConfig, warehouse:
     over the evaluation period as Qlib's SigAnaRecord reports it (semantics §8)."""
     start, end = window_dates(context)
     store = warehouse.get(context.log.info)
-    indexed = tables.read_scores_and_labels(store, start, end).set_index(["datetime", "instrument"])
+    indexed = tables.read_scores_and_labels(store, start, end, config.experiment).set_index(["datetime", "instrument"])
     ic, rank_ic = calc_ic(indexed["score"], indexed["LABEL0"])
     pairs = indexed.dropna().groupby(level="datetime").size()
     daily = pd.DataFrame({"date": ic.index, "ic": ic.values, "rank_ic": rank_ic.values,
                           "n": pairs.reindex(ic.index).fillna(0).astype("int64").values}).dropna(subset=["ic"])
     pending = sorted(set(indexed.index.get_level_values("datetime")) - set(daily["date"]))
-    rows = tables.write_ic_daily(store, daily, start, end)
+    rows = tables.write_ic_daily(store, daily, start, end, config.experiment)
     if pending:
-        context.log.info(f"{len(pending)} day(s) without an IC yet (label unknown or too few pairs): {_days_text(pending)}")
+        context.log.info(f"{len(pending)} day(s) without an IC yet (label unknown or too few pairs): {vintages.days_text(pending)}")
 
     first, last = _period(store, config)
-    history = tables.read_ic_daily(store, first, last).set_index("date")
+    history = tables.read_ic_daily(store, first, last, config.experiment).set_index("date")
     metadata: dict[str, object] = {"dagster/row_count": rows, "days_pending_label": len(pending),
-                                   "evaluation_period": f"{first.date()}..{last.date()}"}
+                                   "evaluation_period": f"{first.date()}..{last.date()}", "experiment": config.experiment}
     if len(history) > 1:
         metadata.update({key: float(value) for key, value in ic_summary(history["ic"], history["rank_ic"]).items()})
         metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_curve"] = described(rolling_ic(history["ic"], ROLLING_IC_DAYS))
         metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_last"] = float(rolling_ic(history["ic"], ROLLING_IC_DAYS).iloc[-1])
-    table, leaking = vintage_report(store, first, last)
+    table, leaking = vintage_report(store, first, last, config.experiment)
     metadata.update(_vintage_metadata(context, table, leaking))
     if len(history) > 1:
         _track(context, "log_signal_analysis", ic_summary(history["ic"], history["rank_ic"]), warehouse,
@@ -275,7 +278,8 @@ def _benchmark_returns(market_data: MarketDataResource, prices: pd.DataFrame, co
         absent = sorted(set(missing) - set(bars["instrument"]))
         if absent:
             raise dg.Failure(f"backtest_daily: benchmark {absent} has no bars in the source for {days[0].date()}..{days[-1].date()}. "
-                             'Fix: set benchmark to an instrument code of the source, or "" for the equal-weight universe.',
+                             f"Fix: set benchmark to an instrument code of the source, or to none for the equal-weight universe "
+                             f"({NO_BENCHMARK_SPELLING}).",
                              allow_retries=False)
         parts.append(bars[["date", "instrument", "close"]])
     rows = pd.concat(parts, ignore_index=True)
@@ -283,7 +287,8 @@ def _benchmark_returns(market_data: MarketDataResource, prices: pd.DataFrame, co
     try:
         returns = benchmark_returns(rows, list(codes))
     except ValueError as error:
-        raise dg.Failure(f"backtest_daily: {error} (Fix: set benchmark to a code of the source, or \"\")", allow_retries=False) from None
+        raise dg.Failure(f"backtest_daily: {error} (Fix: set benchmark to a code of the source, or to none: {NO_BENCHMARK_SPELLING})",
+                         allow_retries=False) from None
     return returns.reindex(days).fillna(0.0)
 
 
@@ -311,9 +316,9 @@ def backtest_daily(context: dg.AssetExecutionContext, config: BacktestConfig, wa
     this unpartitioned asset, once per run)."""
     store = warehouse.get(context.log.info)
     first, last = _period(store, config)
-    scores = tables.read_predictions(store, first, last)[["date", "instrument", "score"]]
+    scores = tables.read_predictions(store, first, last, config.experiment)[["date", "instrument", "score"]]
     if scores.empty:
-        raise dg.Failure(f"backtest_daily: no predictions in {first.date()}..{last.date()}. "
+        raise dg.Failure(f"backtest_daily: no predictions of experiment {config.experiment!r} in {first.date()}..{last.date()}. "
                          "Fix: materialise alstm_model and predictions for this period first.", allow_retries=False)
     trading = config.topk_dropout()
     codes = config.benchmark_codes()
@@ -329,7 +334,7 @@ def backtest_daily(context: dg.AssetExecutionContext, config: BacktestConfig, wa
         result = run_topk_dropout(scores, market, trading, benchmark=bench)
     except ValueError as error:
         raise dg.Failure(f"backtest_daily: {error}", allow_retries=False) from None
-    written = tables.write_backtest(store, result.daily, result.positions, result.trades)
+    written = tables.write_backtest(store, result.daily, result.positions, result.trades, config.experiment)
     summary = backtest_summary(result)
     context.log.info(f"backtest {first.date()}..{last.date()}: {summary}")
     flat = {f"{group}.{key}": float(value) for group, values in summary.items() if isinstance(values, dict) for key, value in values.items()}
@@ -337,17 +342,17 @@ def backtest_daily(context: dg.AssetExecutionContext, config: BacktestConfig, wa
     equity = plot_equity(result)
     metadata: dict[str, object] = {**equity_sparklines(result.daily), "dagster/row_count": written[tables.BACKTEST_TABLE],
                                    "position_rows": written[tables.POSITIONS_TABLE], "trade_rows": written[tables.TRADES_TABLE],
-                                   "benchmark": ",".join(codes) or "equal-weight universe", **flat,
+                                   "benchmark": ",".join(codes) or "equal-weight universe", "experiment": config.experiment, **flat,
                                    "equity_curves": _png_markdown(equity, "equity")}
     pngs = {"equity.png": equity}
-    ic = tables.read_ic_daily(store, first, last).set_index("date")
+    ic = tables.read_ic_daily(store, first, last, config.experiment).set_index("date")
     if len(ic) > 1:
         pngs["ic.png"] = plot_ic(ic["ic"], ic["rank_ic"])
         metadata[f"rolling_{ROLLING_IC_DAYS}d_ic_curve"] = described(rolling_ic(ic["ic"], ROLLING_IC_DAYS))
         metadata["ic_plot"] = _png_markdown(pngs["ic.png"], "IC")
-    table, leaking = vintage_report(store, first, last)
+    table, leaking = vintage_report(store, first, last, config.experiment)
     metadata.update(_vintage_metadata(context, table, leaking))
-    per_seed = seed_scores(store, first, last)
+    per_seed = seed_scores(store, first, last, config.experiment)
     if per_seed:
         # Qlib's benchmark table: each seed's own IC and backtest, mean ± std, and the ensemble served.
         label = tables.read_labels(store, first, last)

@@ -5,6 +5,11 @@ written under a staging name and renamed first, so a crash before the commit lea
 unregistered folder that nothing reads (serving looks models up here, never on disk).
 The normaliser statistics a vintage was trained with are stored beside it in the same
 transaction: a model is always applied with its own statistics.
+
+Every vintage belongs to an *experiment* (Qlib's experiment name): the main job's is
+``main`` (``main_alpha360`` for the Alpha360 configuration), a workflow file's is its
+``experiment_name``. A vintage serves, and is superseded, only inside its experiment, so a
+run with another configuration never changes the scores another experiment has served.
 """
 
 from __future__ import annotations
@@ -18,13 +23,20 @@ from alstm_pipeline.warehouse.store import Warehouse
 
 REGISTRY_TABLE = "model_registry"
 DEFAULT_FEATURE_SET = "alpha158_ts"
+DEFAULT_EXPERIMENT = "main"  # the main job's experiment; rows written before experiments existed are its
 NORMALIZER_TABLE = "model_normalizer"
+
+
+def main_experiment(feature_set: str) -> str:
+    """The experiment the main job (``alstm-pipeline run``) uses for a configuration."""
+    return DEFAULT_EXPERIMENT if feature_set == DEFAULT_FEATURE_SET else f"{DEFAULT_EXPERIMENT}_{feature_set}"
 
 _REGISTRY_DDL = f"""
 CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (
     version VARCHAR PRIMARY KEY,
     vintage VARCHAR NOT NULL,          -- partition key of alstm_model = serves_from
     feature_set VARCHAR NOT NULL DEFAULT 'alpha158_ts',  -- alpha158_ts | alpha360 (feature_sets.py)
+    experiment VARCHAR NOT NULL DEFAULT 'main',           -- the namespace it serves in (module doc)
     mode VARCHAR NOT NULL,             -- fixed | rolling
     serves_from DATE NOT NULL,
     trained_through DATE NOT NULL,
@@ -44,7 +56,8 @@ CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (
     device VARCHAR,
     seeds VARCHAR,
     warm_start_from VARCHAR,
-    metrics VARCHAR                    -- JSON: anything else worth keeping
+    metrics VARCHAR,                   -- JSON: anything else worth keeping
+    config VARCHAR                     -- JSON: the training configuration (same config = same vintage)
 )
 """
 
@@ -56,11 +69,23 @@ DATE_COLUMNS = ("serves_from", "trained_through", "train_start", "train_end", "v
 # column's default labels their rows correctly.
 _ADD_FEATURE_SET = (f"ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS feature_set VARCHAR "
                     f"DEFAULT '{DEFAULT_FEATURE_SET}'")
+# Registries written before experiments: every row is the main job's.
+_ADD_EXPERIMENT = f"ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS experiment VARCHAR DEFAULT '{DEFAULT_EXPERIMENT}'"
+_ADD_CONFIG = f"ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS config VARCHAR"
 
 
 def _ensure(con) -> None:
     con.execute(_REGISTRY_DDL)
     con.execute(_ADD_FEATURE_SET)
+    had_experiments = con.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
+                                  [REGISTRY_TABLE, "experiment"]).fetchone()[0]
+    con.execute(_ADD_EXPERIMENT)
+    if not had_experiments:
+        # Vintages of another configuration trained by the main job before experiments
+        # (run --feature-set alpha360) belong to that configuration's main experiment.
+        con.execute(f"UPDATE {REGISTRY_TABLE} SET experiment = ? || '_' || feature_set WHERE feature_set <> ?",
+                    [DEFAULT_EXPERIMENT, DEFAULT_FEATURE_SET])
+    con.execute(_ADD_CONFIG)
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {NORMALIZER_TABLE} (version VARCHAR, feature VARCHAR, "
         "median DOUBLE, scale DOUBLE, PRIMARY KEY (version, feature))"
@@ -70,11 +95,13 @@ def _ensure(con) -> None:
 def register_vintage(store: Warehouse, row: Mapping[str, object], normalizer: pd.DataFrame) -> None:
     """Insert a trained vintage and its normaliser statistics in one transaction.
 
-    A promoted row supersedes earlier promoted rows of the same vintage and feature set (a
-    re-trained vintage replaces itself; older vintages keep serving their own days; the
-    other configuration's vintage of the same day keeps serving that configuration)."""
+    A promoted row supersedes earlier promoted rows of the same vintage, feature set and
+    experiment (a re-trained vintage replaces itself — the asset allows that only for a
+    vintage that never served, or when asked to replace; older vintages keep serving their
+    own days; other experiments and configurations are untouched)."""
     record = dict(row)
     record.setdefault("feature_set", DEFAULT_FEATURE_SET)
+    record.setdefault("experiment", DEFAULT_EXPERIMENT)
     record["metrics"] = json.dumps(record.get("metrics") or {}, default=str)
     frame = pd.DataFrame([record])
     for column in DATE_COLUMNS:
@@ -86,8 +113,8 @@ def register_vintage(store: Warehouse, row: Mapping[str, object], normalizer: pd
         if record["status"] == "promoted":
             con.execute(
                 f"UPDATE {REGISTRY_TABLE} SET status = 'superseded' "
-                "WHERE vintage = ? AND feature_set = ? AND status = 'promoted'",
-                [record["vintage"], record["feature_set"]],
+                "WHERE vintage = ? AND feature_set = ? AND experiment = ? AND status = 'promoted'",
+                [record["vintage"], record["feature_set"], record["experiment"]],
             )
         con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE version = ?", [record["version"]])
         con.execute(f"DELETE FROM {NORMALIZER_TABLE} WHERE version = ?", [record["version"]])
@@ -100,16 +127,24 @@ def register_vintage(store: Warehouse, row: Mapping[str, object], normalizer: pd
         con.unregister("incoming_stats")
 
 
-def read_registry(store: Warehouse) -> pd.DataFrame:
-    """Every registered vintage, oldest first (empty with the columns when none)."""
+def read_registry(store: Warehouse, experiment: str | None = None) -> pd.DataFrame:
+    """Every registered vintage (of ``experiment`` when given), oldest first (empty with the
+    columns when none)."""
     if not store.table_exists(REGISTRY_TABLE):
-        return pd.DataFrame(columns=["version", "vintage", "feature_set", "mode", "serves_from", "trained_through", "created_at",
-                                     "status", "checkpoint", "valid_loss", "valid_ic", "gate_reason"])
+        return pd.DataFrame(columns=["version", "vintage", "feature_set", "experiment", "mode", "serves_from", "trained_through",
+                                     "created_at", "status", "checkpoint", "valid_loss", "valid_ic", "gate_reason", "config"])
     frame = store.query(f"SELECT * FROM {REGISTRY_TABLE} ORDER BY serves_from, created_at")
-    if "feature_set" not in frame:  # a registry not written since the column was added (read-only here)
+    # A registry not written since a column was added (read-only here): the column's default.
+    if "feature_set" not in frame:
         frame.insert(2, "feature_set", DEFAULT_FEATURE_SET)
+    if "experiment" not in frame:  # as _ensure will label them
+        frame.insert(3, "experiment", frame["feature_set"].map(main_experiment))
+    if "config" not in frame:
+        frame["config"] = None
     for column in DATE_COLUMNS:
         frame[column] = pd.to_datetime(frame[column])
+    if experiment is not None:
+        frame = frame[frame["experiment"] == experiment].reset_index(drop=True)
     return frame
 
 

@@ -4,6 +4,11 @@ One table per asset, named as the asset (raw_ohlcv, alpha158_features, labels,
 predictions, ic_daily, backtest_daily with backtest_positions and backtest_trades), plus universe, the trading_calendar view and the
 model registry (``registry.py``). Assets, schedules, the sensor and the CLI's report call
 these functions and never write SQL themselves.
+
+The scoring tables (predictions, ic_daily, backtest_daily, backtest_positions,
+backtest_trades) are keyed by ``experiment`` (registry.py): each experiment has its own
+rows, a write replaces only its own experiment's rows, and tables written before the
+column existed are migrated in the next write (their rows become the main job's).
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import pandas as pd
 
 from alstm_pipeline.sources import Universe
-from alstm_pipeline.warehouse.store import Warehouse, WarehouseError, date_condition
+from alstm_pipeline.warehouse.registry import DEFAULT_EXPERIMENT
+from alstm_pipeline.warehouse.store import Warehouse, WarehouseError, date_condition, duckdb_type
 
 RAW_TABLE = "raw_ohlcv"
 UNIVERSE_TABLE = "universe"
@@ -173,87 +179,188 @@ def last_labelled_day(store: Warehouse) -> pd.Timestamp | None:
     return None if pd.isna(found) else pd.Timestamp(found)
 
 
-# --- predictions, IC, backtest ----------------------------------------------------------------
+# --- predictions, IC, backtest: one set of rows per experiment ----------------------------------
 
-def write_predictions(store: Warehouse, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:
-    return store.replace_date_range(PREDICTIONS_TABLE, frame, start, end, key=("date", "instrument"))
+EXPERIMENT_KEYS = {PREDICTIONS_TABLE: ("date", "instrument"), IC_TABLE: ("date",),
+                   BACKTEST_TABLE: (), POSITIONS_TABLE: (), TRADES_TABLE: ()}
 
 
-def read_predictions(store: Warehouse, start=None, end=None) -> pd.DataFrame:
-    """Stored scores of [start, end] (either end open when None), by date then instrument."""
+def _columns(con, table: str) -> list[str]:
+    return [row[0] for row in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [table]).fetchall()]
+
+
+def _migrate_experiment(con, table: str) -> None:
+    """A scoring table written before experiments: rebuilt in this transaction with an
+    ``experiment`` column (its rows the main job's) and the key (experiment, …)."""
+    columns = _columns(con, table)
+    if not columns or "experiment" in columns:
+        return
+    types = dict(con.execute('SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?',
+                             [table]).fetchall())
+    key = EXPERIMENT_KEYS[table]
+    definition = ", ".join(f'"{name}" {types[name]}' for name in columns)
+    primary = f", PRIMARY KEY (experiment, {', '.join(key)})" if key else ""
+    names = ", ".join(f'"{name}"' for name in columns)
+    con.execute(f'CREATE TABLE "{table}__migrating" ({definition}, experiment VARCHAR NOT NULL{primary})')
+    con.execute(f'INSERT INTO "{table}__migrating" ({names}, experiment) SELECT {names}, ? FROM "{table}"', [DEFAULT_EXPERIMENT])
+    con.execute(f'DROP TABLE "{table}"')
+    con.execute(f'ALTER TABLE "{table}__migrating" RENAME TO "{table}"')
+
+
+def _replace_experiment_rows(con, table: str, frame: pd.DataFrame, experiment: str, start=None, end=None) -> int:
+    """Replace ``experiment``'s rows of ``table`` (those dated ``start..end`` when given) by
+    ``frame``, inside the open transaction ``con``; creates the table on first use."""
+    _migrate_experiment(con, table)
+    key = EXPERIMENT_KEYS[table]
+    columns = ", ".join(f'"{name}" {duckdb_type(frame[name])}' for name in frame.columns)
+    primary = f", PRIMARY KEY (experiment, {', '.join(key)})" if key else ""
+    con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({columns}, experiment VARCHAR NOT NULL{primary})')
+    where, params = date_condition(start, end) if start is not None else ("TRUE", [])
+    con.execute(f'DELETE FROM "{table}" WHERE experiment = ? AND {where}', [experiment, *params])
+    if len(frame):
+        con.register("incoming_rows", frame)
+        names = ", ".join(f'"{name}"' for name in frame.columns)
+        con.execute(f'INSERT INTO "{table}" ({names}, experiment) SELECT {names}, ? FROM incoming_rows', [experiment])
+        con.unregister("incoming_rows")
+    return len(frame)
+
+
+def _experiment_rows(store: Warehouse, table: str, experiment: str) -> tuple[str, list]:
+    """SQL condition selecting ``experiment``'s rows (a table not yet migrated holds the main job's)."""
+    with store.connect(read_only=True) as con:
+        migrated = "experiment" in _columns(con, table)
+    if migrated:
+        return "experiment = ?", [experiment]
+    return ("TRUE" if experiment == DEFAULT_EXPERIMENT else "FALSE"), []
+
+
+def _check_range(table: str, frame: pd.DataFrame, start, end) -> None:
+    if len(frame):
+        dates = pd.to_datetime(frame["date"])
+        if dates.min() < pd.Timestamp(start) or dates.max() > pd.Timestamp(end):
+            raise WarehouseError(f"{table}: rows dated {dates.min().date()}..{dates.max().date()} fall outside the "
+                                 f"partition range {pd.Timestamp(start).date()}..{pd.Timestamp(end).date()} being written")
+
+
+def write_predictions(store: Warehouse, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
+                      experiment: str = DEFAULT_EXPERIMENT) -> int:
+    _check_range(PREDICTIONS_TABLE, frame, start, end)
+    with store.transaction() as con:
+        return _replace_experiment_rows(con, PREDICTIONS_TABLE, frame, experiment, start, end)
+
+
+def read_predictions(store: Warehouse, start=None, end=None, experiment: str = DEFAULT_EXPERIMENT,
+                     versions: list[str] | None = None) -> pd.DataFrame:
+    """Stored scores of ``experiment`` in [start, end] (either end open when None), by date
+    then instrument; only those of ``versions`` when given."""
     if not store.table_exists(PREDICTIONS_TABLE):
         return pd.DataFrame(columns=["date", "instrument", "score", "model_version"])
     where, params = date_condition(start, end)
+    scope, scope_params = _experiment_rows(store, PREDICTIONS_TABLE, experiment)
+    chosen = ""
+    if versions is not None:
+        chosen = f" AND model_version IN ({', '.join('?' for _ in versions) or 'NULL'})"
     return _dates(store.query(
-        f"SELECT date, instrument, score, model_version FROM {PREDICTIONS_TABLE} WHERE {where} ORDER BY date, instrument", params,
+        f"SELECT date, instrument, score, model_version FROM {PREDICTIONS_TABLE} WHERE {where} AND {scope}{chosen} "
+        "ORDER BY date, instrument", [*params, *scope_params, *(versions or [])],
     ), "date")
 
 
-def read_scores_and_labels(store: Warehouse, start, end) -> pd.DataFrame:
-    """(datetime, instrument, score, LABEL0) of scored rows in [start, end]."""
+def served_days(store: Warehouse, version: str, experiment: str) -> pd.DatetimeIndex:
+    """The days ``version`` has scored in ``experiment`` (what replacing it would change)."""
+    if not store.table_exists(PREDICTIONS_TABLE):
+        return pd.DatetimeIndex([])
+    scope, params = _experiment_rows(store, PREDICTIONS_TABLE, experiment)
+    found = store.query(f"SELECT DISTINCT date FROM {PREDICTIONS_TABLE} WHERE model_version = ? AND {scope} ORDER BY date",
+                        [version, *params])
+    return pd.DatetimeIndex(pd.to_datetime(found["date"]))
+
+
+def read_scores_and_labels(store: Warehouse, start, end, experiment: str = DEFAULT_EXPERIMENT) -> pd.DataFrame:
+    """(datetime, instrument, score, LABEL0) of ``experiment``'s scored rows in [start, end]."""
+    scope, params = _experiment_rows(store, PREDICTIONS_TABLE, experiment)
     return _dates(store.query(
         f"SELECT p.date AS datetime, p.instrument, p.score, l.LABEL0 FROM {PREDICTIONS_TABLE} p "
         # Ordered, so a day's IC sums its pairs in the same order whatever range is read:
         # a re-run of part of a period gives the same bits as the first run of all of it.
-        f"JOIN {LABELS_TABLE} l USING (instrument, date) WHERE p.date BETWEEN ? AND ? ORDER BY p.date, p.instrument",
-        [pd.Timestamp(start).date(), pd.Timestamp(end).date()],
+        f"JOIN {LABELS_TABLE} l USING (instrument, date) WHERE p.date BETWEEN ? AND ? AND {scope.replace('experiment', 'p.experiment')} "
+        "ORDER BY p.date, p.instrument",
+        [pd.Timestamp(start).date(), pd.Timestamp(end).date(), *params],
     ), "datetime")
 
 
-def vintages_used(store: Warehouse, start, end) -> pd.DataFrame:
-    """Which model version scored which days of [start, end]: version, first, last, days."""
+def vintages_used(store: Warehouse, start, end, experiment: str = DEFAULT_EXPERIMENT) -> pd.DataFrame:
+    """Which model version scored which days of [start, end] in ``experiment``: version, first, last, days."""
     if not store.table_exists(PREDICTIONS_TABLE):
         return pd.DataFrame(columns=["model_version", "first_day", "last_day", "days"])
+    scope, params = _experiment_rows(store, PREDICTIONS_TABLE, experiment)
     return _dates(store.query(
         f"SELECT model_version, min(date) AS first_day, max(date) AS last_day, count(DISTINCT date) AS days "
-        f"FROM {PREDICTIONS_TABLE} WHERE date BETWEEN ? AND ? GROUP BY model_version ORDER BY first_day",
-        [pd.Timestamp(start).date(), pd.Timestamp(end).date()],
+        f"FROM {PREDICTIONS_TABLE} WHERE date BETWEEN ? AND ? AND {scope} GROUP BY model_version ORDER BY first_day",
+        [pd.Timestamp(start).date(), pd.Timestamp(end).date(), *params],
     ), "first_day", "last_day")
 
 
-def write_ic_daily(store: Warehouse, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:
-    return store.replace_date_range(IC_TABLE, frame, start, end, key=("date",))
+def experiments(store: Warehouse) -> list[str]:
+    """The experiments with scores stored, sorted."""
+    if not store.table_exists(PREDICTIONS_TABLE):
+        return []
+    with store.connect(read_only=True) as con:
+        if "experiment" not in _columns(con, PREDICTIONS_TABLE):
+            return [DEFAULT_EXPERIMENT]
+        return [row[0] for row in con.execute(f"SELECT DISTINCT experiment FROM {PREDICTIONS_TABLE} ORDER BY 1").fetchall()]
 
 
-def read_ic_daily(store: Warehouse, start=None, end=None) -> pd.DataFrame:
+def write_ic_daily(store: Warehouse, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
+                   experiment: str = DEFAULT_EXPERIMENT) -> int:
+    _check_range(IC_TABLE, frame, start, end)
+    with store.transaction() as con:
+        return _replace_experiment_rows(con, IC_TABLE, frame, experiment, start, end)
+
+
+def read_ic_daily(store: Warehouse, start=None, end=None, experiment: str = DEFAULT_EXPERIMENT) -> pd.DataFrame:
     if not store.table_exists(IC_TABLE):
         return pd.DataFrame(columns=["date", "ic", "rank_ic", "n"])
-    where, params = date_condition(start, end)
-    frame = store.query(f"SELECT * FROM {IC_TABLE} WHERE {where} ORDER BY date", params)
-    return _dates(frame, "date")
+    return _select_experiment(store, IC_TABLE, "*", start, end, experiment, "date")
 
 
-def write_backtest(store: Warehouse, daily: pd.DataFrame, positions: pd.DataFrame, trades: pd.DataFrame) -> dict[str, int]:
-    """The backtest's daily report, holdings and deals, replaced together in one
-    transaction: a reader never sees positions of one backtest beside another's report."""
+def write_backtest(store: Warehouse, daily: pd.DataFrame, positions: pd.DataFrame, trades: pd.DataFrame,
+                   experiment: str = DEFAULT_EXPERIMENT) -> dict[str, int]:
+    """The backtest's daily report, holdings and deals of ``experiment``, replaced together
+    in one transaction: a reader never sees positions of one backtest beside another's report."""
     frames = {BACKTEST_TABLE: daily, POSITIONS_TABLE: positions[list(POSITION_COLUMNS)],
               TRADES_TABLE: trades[list(TRADE_COLUMNS)]}
     with store.transaction() as con:
-        return {name: store.replace_table(name, frame, con) for name, frame in frames.items()}
+        return {name: _replace_experiment_rows(con, name, frame, experiment) for name, frame in frames.items()}
 
 
-def read_backtest(store: Warehouse, start=None, end=None) -> pd.DataFrame:
+def _select_experiment(store: Warehouse, table: str, columns: str, start, end, experiment: str, order: str) -> pd.DataFrame:
+    where, params = date_condition(start, end)
+    scope, scope_params = _experiment_rows(store, table, experiment)
+    if columns == "*" and scope.startswith("experiment"):
+        columns = "* EXCLUDE (experiment)"
+    return _dates(store.query(f"SELECT {columns} FROM {table} WHERE {where} AND {scope} ORDER BY {order}",
+                              [*params, *scope_params]), "date")
+
+
+def read_backtest(store: Warehouse, start=None, end=None, experiment: str = DEFAULT_EXPERIMENT) -> pd.DataFrame:
     if not store.table_exists(BACKTEST_TABLE):
         return pd.DataFrame()
-    where, params = date_condition(start, end)
-    return _dates(store.query(f"SELECT * FROM {BACKTEST_TABLE} WHERE {where} ORDER BY date", params), "date")
+    return _select_experiment(store, BACKTEST_TABLE, "*", start, end, experiment, "date")
 
 
-def read_backtest_positions(store: Warehouse, start=None, end=None) -> pd.DataFrame:
+def read_backtest_positions(store: Warehouse, start=None, end=None, experiment: str = DEFAULT_EXPERIMENT) -> pd.DataFrame:
     """Holdings after each close (date, instrument, amount, price, weight)."""
     _require(store, POSITIONS_TABLE, "materialise backtest_daily first")
-    where, params = date_condition(start, end)
-    return _dates(store.query(
-        f"SELECT {', '.join(POSITION_COLUMNS)} FROM {POSITIONS_TABLE} WHERE {where} ORDER BY date, instrument", params), "date")
+    return _select_experiment(store, POSITIONS_TABLE, ", ".join(POSITION_COLUMNS), start, end, experiment, "date, instrument")
 
 
-def read_backtest_trades(store: Warehouse, start=None, end=None) -> pd.DataFrame:
+def read_backtest_trades(store: Warehouse, start=None, end=None, experiment: str = DEFAULT_EXPERIMENT) -> pd.DataFrame:
     """Executed deals (date, instrument, direction, amount, price, value, cost) in execution order."""
     _require(store, TRADES_TABLE, "materialise backtest_daily first")
     # rowid keeps the insertion order: sells before buys within a day, as they were executed.
-    where, params = date_condition(start, end)
-    return _dates(store.query(
-        f"SELECT {', '.join(TRADE_COLUMNS)} FROM {TRADES_TABLE} WHERE {where} ORDER BY date, rowid", params), "date")
+    return _select_experiment(store, TRADES_TABLE, ", ".join(TRADE_COLUMNS), start, end, experiment, "date, rowid")
 
 
 def table_summary(store: Warehouse, table: str) -> tuple[int, str, str] | None:
