@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,13 @@ INSTANCE_YAML = """\
 concurrency:
   runs:
     max_concurrent_runs: 1
+# The daemon fails a UI run whose worker never started or never finished canceling; a run
+# whose process died is marked failed by the reap_dead_runs sensor and by the next run.
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  poll_interval_seconds: 30
 telemetry:
   enabled: false
 """
@@ -80,8 +88,10 @@ def open_instance(settings: Settings):
 
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    config = home / "dagster.yaml"
+    if not config.exists() or (config.read_text().startswith(INSTANCE_YAML.splitlines()[0])
+                               and "run_monitoring" not in config.read_text()):
+        config.write_text(INSTANCE_YAML)  # new, or written by an older alstm-pipeline
     return dg.DagsterInstance.from_config(str(home))
 
 
@@ -102,15 +112,23 @@ def weekday_range(keys: list[str], start: str | None, end: str | None) -> tuple[
     return inside[0], inside[-1]
 
 
-def _report(results, began: float) -> int:
-    from alstm_pipeline.runner import failure_messages
+def _report(outcome, began: float) -> int:
+    """The last lines of a command: done, stopped by a signal, or what failed and how to fix it."""
+    from alstm_pipeline.runner import Outcome, failure_messages
 
-    seconds = time.perf_counter() - began
+    outcome = outcome if isinstance(outcome, Outcome) else Outcome(list(outcome))
+    results, seconds = outcome.results, time.perf_counter() - began
+    if outcome.stopped_by:
+        print(f"alstm-pipeline: stopped by {outcome.stopped_by} after {seconds:.1f} s: the run is recorded as canceled, "
+              "the writer lock is released, and the partitions it did not finish keep their previous rows. "
+              "Re-run the same command to finish.", file=sys.stderr, flush=True)
+        return 128 + int(getattr(signal, outcome.stopped_by))
     if results and all(result.success for result in results):
         print(f"alstm-pipeline: done in {seconds:.1f} s", flush=True)
         return 0
+    messages = failure_messages(results) or ["a run failed without a failed step (see its log in the UI)"]
     print(f"alstm-pipeline: FAILED after {seconds:.1f} s", file=sys.stderr)
-    for message in failure_messages(results):
+    for message in messages:
         print(f"  {message}", file=sys.stderr)
     return 1
 
@@ -140,7 +158,7 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None, fe
     from alstm_pipeline.defs.model import TEST_START
     from alstm_pipeline.defs.partitions import WEEKDAYS
     from alstm_pipeline.report import print_summary
-    from alstm_pipeline.runner import materialize
+    from alstm_pipeline.runner import materialize, run_stoppably
 
     settings = load_settings()
     select, configuration = configuration_selection(select, feature_set)
@@ -153,9 +171,10 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None, fe
     print(f"alstm-pipeline: {select!r} over {first}..{last} of {settings.source} ({feature_set})", flush=True)
     print(f"alstm-pipeline: warehouse {settings.warehouse_path}, instance {settings.dagster_home}", flush=True)
     began = time.perf_counter()
-    results = materialize(build_definitions(), select, open_instance(settings), (first, last),
-                          vintage or TEST_START, run_config=run_config, on_step=_announce)
-    status = _report(results, began)
+    instance = open_instance(settings)
+    outcome = run_stoppably(lambda: materialize(build_definitions(), select, instance, (first, last), vintage or TEST_START,
+                                                run_config=run_config, on_step=_announce), instance)
+    status = _report(outcome, began)
     if status == 0:
         print_summary(settings, summary_start)
         print(f"\n{ui_hint(settings)}")
@@ -310,7 +329,7 @@ def retrain(as_of: str | None) -> int:
 
     from alstm_pipeline.definitions import build_definitions
     from alstm_pipeline.defs.automation import local_today, retrain_request
-    from alstm_pipeline.runner import materialize
+    from alstm_pipeline.runner import materialize, run_stoppably
     from alstm_pipeline.warehouse import Warehouse, registry
 
     settings = load_settings()
@@ -325,9 +344,12 @@ def retrain(as_of: str | None) -> int:
         return 0
     print(f"alstm-pipeline: training vintage {request.partition_key} (evening of {day.date()})", flush=True)
     began = time.perf_counter()
-    results = materialize(build_definitions(), "alstm_model", open_instance(settings),
-                          vintage=request.partition_key, run_config=request.run_config)
-    status = _report(results, began)
+    instance = open_instance(settings)
+    outcome = run_stoppably(lambda: materialize(build_definitions(), "alstm_model", instance,
+                                                vintage=request.partition_key, run_config=request.run_config), instance)
+    status = _report(outcome, began)
+    if outcome.stopped_by:
+        return status
     known = registry.read_registry(store)
     # retrain trains the default configuration; an Alpha360 vintage of the same day is not its outcome
     mine = known[(known["vintage"] == request.partition_key) & (known["feature_set"] == "alpha158_ts")]
@@ -346,7 +368,7 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None) -> in
     from alstm_pipeline.defs.model import TEST_START
     from alstm_pipeline.defs.partitions import WEEKDAYS
     from alstm_pipeline.report import print_summary
-    from alstm_pipeline.runner import materialize
+    from alstm_pipeline.runner import Outcome, materialize, run_stoppably
     from alstm_pipeline.warehouse import Warehouse, tables
 
     settings = load_settings()
@@ -365,22 +387,31 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None) -> in
     results = []
     for number, key in enumerate(keys, 1):
         print(f"alstm-pipeline: vintage {number}/{len(keys)} {key}", flush=True)
-        results += materialize(defs, "alstm_model", instance, vintage=key, run_config=model_config)
-        if not results[-1].success:
-            return _report(results, began)
+        outcome = run_stoppably(lambda: materialize(defs, "alstm_model", instance, vintage=key, run_config=model_config),
+                                instance)
+        results += outcome.results
+        if outcome.stopped_by or not results[-1].success:
+            return _report(Outcome(results, outcome.stopped_by), began)
     first, last = weekday_range(WEEKDAYS.get_partition_keys(), str(test_start.date()), str(test_end.date()))
     report_config = {"ops": {name: {"config": {"start": str(test_start.date()), "end": str(test_end.date())}}
                              for name in ("ic_daily", "backtest_daily")}}
-    results += materialize(defs, "predictions,ic_daily,backtest_daily", instance, (first, last), run_config=report_config,
-                           on_step=_announce)
-    status = _report(results, began)
+    outcome = run_stoppably(lambda: materialize(defs, "predictions,ic_daily,backtest_daily", instance, (first, last),
+                                                run_config=report_config, on_step=_announce), instance)
+    status = _report(Outcome(results + outcome.results, outcome.stopped_by), began)
     if status == 0:
         print_summary(settings, test_start, test_end)
     return status
 
 
+def _stop(signo, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signo).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    # SIGTERM (systemd, docker stop, Kubernetes) stops a command as Ctrl-C does; while runs
+    # execute, runner.run_stoppably takes both signals and records the run as canceled.
+    signal.signal(signal.SIGTERM, _stop)
     try:
         if args.command == "run" and args.qlib_config:
             if args.start or args.end or args.vintage:
@@ -402,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         # A setting or argument the user can fix: one line, no traceback.
         print(f"alstm-pipeline: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:
+        name = str(stop) or "SIGINT"
+        print(f"alstm-pipeline: stopped by {name} (no run was in progress).", file=sys.stderr)
+        return 128 + int(getattr(signal, name, signal.SIGINT))
     return 2
 
 

@@ -9,11 +9,19 @@ shows it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ctypes
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
+
+from alstm_pipeline.dead_runs import HOST_TAG, PID_TAG, process_tags
 
 RUN_JOB = "alstm_pipeline_run"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -74,7 +82,8 @@ def execute_step(
     vintage-partitioned asset for ``vintage``, unpartitioned ones once."""
     job = dg.define_asset_job(RUN_JOB, selection=list(step.keys))
     job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(RUN_JOB)
-    run_tags = dict(tags or {})
+    # The process's id on the run, so the next run can tell if this process died (dead_runs.py).
+    run_tags = {**process_tags(), **(tags or {})}
     partition_key = None
     if step.partitioned_by == "weekdays":
         if weekday_range is None:
@@ -126,15 +135,123 @@ def materialize(
     return results
 
 
+# A table a step reads that this home does not have yet: name it and the selection that builds it.
+_MISSING_TABLE = re.compile(r"Table with name (\w+) does not exist")
+
+
+def _root_error(error):
+    """The user's own exception inside Dagster's wrappers ("Error occurred while executing op")."""
+    while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    return error
+
+
+def failure_message(step_key: str, error) -> str:
+    """What a failed step did wrong and what to do, in the project's words."""
+    root = _root_error(error)
+    if root is None:
+        return f"{step_key}: failed"
+    text = root.message.strip()
+    missing = _MISSING_TABLE.search(text)
+    if missing:
+        table = missing.group(1)
+        return (f"{step_key}: reads table {table}, which this home does not have yet. Fix: materialise it first "
+                f"(--select '+{table}'), or select '*{step_key}' to run everything {step_key} needs.")
+    if root.cls_name == "Failure" or text.startswith(f"{root.cls_name}:"):
+        text = text.split(": ", 1)[-1]  # the description is the message; the class adds nothing
+    elif root.cls_name not in ("WarehouseError", "SourceReport", "SourceDataError"):
+        text = f"{root.cls_name}: {text}"  # an unexpected error: its class says what kind
+    return f"{step_key}: {text}"
+
+
 def failure_messages(results: Sequence[dg.ExecuteInProcessResult]) -> list[str]:
-    """The error message of each failed step (the Failure's description, no traceback)."""
+    """The cause of each failed step (its own exception, never Dagster's wrapper), one line
+    each, followed by the run's id for the full trace."""
     messages = []
     for result in results:
         for event in result.all_events:
             if event.event_type_value == "STEP_FAILURE":
-                error = event.event_specific_data.error
-                text = error.message.strip() if error else "failed"
-                if error is not None and error.cls_name == "Failure":
-                    text = text.split(": ", 1)[-1]  # the description is the message; the class adds nothing
-                messages.append(f"{event.step_key}: {text}")
+                messages.append(failure_message(event.step_key, event.event_specific_data.error))
+        if not result.success and messages:
+            messages.append(f"(full trace: run {result.run_id} in the UI, or above)")
     return messages
+
+
+@dataclass
+class Outcome:
+    """What a stoppable materialisation returned, and the signal that stopped it, if any."""
+
+    results: list
+    stopped_by: str | None = None
+
+
+def _raise_in(thread: threading.Thread) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt))
+
+
+def _own_unfinished_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    own = process_tags()
+    records = instance.get_run_records(filters=dg.RunsFilter(
+        tags={PID_TAG: own[PID_TAG], HOST_TAG: own[HOST_TAG]},
+        statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+                  dg.DagsterRunStatus.CANCELING]))
+    return [record.dagster_run for record in records]
+
+
+def run_stoppably(work: Callable[[], list], instance: dg.DagsterInstance, insist_every: float = 10.0) -> Outcome:
+    """Run ``work`` (a ``materialize``) so that SIGTERM stops it as SIGINT does, within seconds.
+
+    Supervisors stop a service with SIGTERM (systemd, docker stop, Kubernetes). Dagster
+    handles signals itself only between steps and around user code, so a signal during its
+    own bookkeeping (writing thousands of partition events) waited minutes. Here the runs
+    execute in a worker thread (Dagster leaves signals alone off the main thread) while the
+    main thread takes SIGTERM and SIGINT: it records this process's run as canceling and
+    interrupts the worker; Dagster then records the run CANCELED, the resources close (the
+    writer lock is released) and an open partition transaction rolls back.
+    """
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["results"] = work()
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=target, name="alstm-pipeline-runs", daemon=True)
+    received: list[str] = []
+
+    def on_signal(signo, _frame) -> None:
+        name = signal.Signals(signo).name
+        if not received:
+            print(f"alstm-pipeline: {name} received: stopping the run (it is recorded as canceled)",
+                  file=sys.stderr, flush=True)
+            for run in _own_unfinished_runs(instance):
+                instance.report_run_canceling(run, message=f"{name} received by alstm-pipeline (pid {process_tags()[PID_TAG]})")
+        received.append(name)
+        _raise_in(worker)
+
+    previous = {number: signal.signal(number, on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.start()
+        last_push = None
+        while worker.is_alive():
+            worker.join(0.2)
+            # Library code may swallow one interrupt (a broad except): ask again every few seconds.
+            if received and worker.is_alive():
+                now = time.monotonic()
+                last_push = last_push or now
+                if now - last_push >= insist_every:
+                    _raise_in(worker)
+                    last_push = now
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if received:
+        # A run interrupted before Dagster could record its end (e.g. while it was created).
+        for run in _own_unfinished_runs(instance):
+            instance.report_run_canceled(run, f"{received[0]} received by alstm-pipeline: stopped")
+        results = outcome.get("results")
+        return Outcome(list(results) if isinstance(results, list) else [], received[0])
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return Outcome(list(outcome["results"]))  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from alstm_pipeline.dead_runs import PID_TAG, process_tags, reap_dead_runs, settle_dead_holder
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.sources import Source, Universe, open_source
 from alstm_pipeline.warehouse import Warehouse, writer_lock
@@ -27,7 +28,17 @@ class WarehouseResource(dg.ConfigurableResource):
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):
         run_id = context.run.run_id if context.run else "unknown"
-        with writer_lock(self.home, run_id, on_wait=context.log.info if context.log else None):
+        instance, on_stale = context.instance, None
+        if instance is not None and context.run is not None:
+            # A run that died before this one (kill -9) would otherwise stay STARTED forever:
+            # this run notices it, marks it failed and goes on (dead_runs.py).
+            if PID_TAG not in context.run.tags:
+                instance.add_run_tags(run_id, process_tags())
+            reap_dead_runs(instance, self.home, f"run {run_id}", log=context.log.warning if context.log else None)
+
+            def on_stale(holder: dict) -> None:  # the holder we waited for died holding the lock
+                settle_dead_holder(instance, holder, f"run {run_id}")
+        with writer_lock(self.home, run_id, on_wait=context.log.info if context.log else None, on_stale=on_stale):
             yield self
 
 

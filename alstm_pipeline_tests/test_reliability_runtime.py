@@ -1,0 +1,163 @@
+"""How production runs die: kill -9, SIGTERM, and what the CLI says when a step fails.
+
+The CLI runs in a real subprocess on a 12-instrument universe and a one-year range, with
+its own home (warehouse, writer lock, persistent SQLite Dagster instance) in a temp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from alstm_pipeline.dead_runs import HOST_TAG, PID_TAG, reap_dead_runs
+from alstm_pipeline.defs.runs import reap_dead_runs_sensor
+from alstm_pipeline.warehouse import Warehouse
+from alstm_pipeline.warehouse.writer_lock import LOCK_FILE, take_dead_holder
+from alstm_pipeline_tests.conftest import SAMPLE_PATH
+
+INSTRUMENTS = ["AAPL", "AMZN", "BA", "C", "CVX", "GE", "IBM", "JPM", "KO", "MRK", "PG", "XOM"]
+FIRST, LAST = "2014-01-02", "2014-12-31"
+DATA_STEPS = "universe,raw_ohlcv,trading_calendar,alpha158_features,labels"
+# A guard against a hung subprocess, not a speed requirement (the speeds are in benchmarks/).
+HANG_GUARD_SECONDS = 600
+
+
+def _environment(home: Path) -> dict[str, str]:
+    universe = home / "universe.txt"
+    universe.write_text("".join(f"{code}\t2000-01-01\t2030-12-31\n" for code in INSTRUMENTS))
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ALSTM_PIPELINE_", "DAGSTER_"))}
+    env.update({"ALSTM_PIPELINE_HOME": str(home), "ALSTM_PIPELINE_UNIVERSE": str(universe),
+                "ALSTM_PIPELINE_SOURCE": str(SAMPLE_PATH), "ALSTM_PIPELINE_MLFLOW": "0"})
+    return env
+
+
+def _cli(home: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "alstm_pipeline.cli", *args], env=_environment(home),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "alstm_pipeline.cli", *args], env=_environment(home),
+                          capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
+
+
+def _wait_for_lock_holder(home: Path, process: subprocess.Popen) -> dict:
+    """The writer lock's holder description once the CLI's run holds it (its step is running)."""
+    lock = home / LOCK_FILE
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        text = lock.read_text() if lock.exists() else ""
+        if text:
+            return json.loads(text)
+        time.sleep(0.2)
+    raise AssertionError("the run never took the writer lock")
+
+
+def _instance(home: Path) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(str(home / "dagster"))
+
+
+def _run_failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
+    events = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    return events[-1].message if events else ""
+
+
+def _kill_9_mid_run(home: Path) -> dict:
+    process = _cli(home, "run", "--select", DATA_STEPS, "--start", FIRST, "--end", LAST)
+    holder = _wait_for_lock_holder(home, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return holder
+
+
+def test_a_run_killed_with_sigkill_is_marked_failed_by_the_next_cli_run(tmp_path):
+    holder = _kill_9_mid_run(tmp_path)
+    instance = _instance(tmp_path)
+    assert instance.get_run_by_id(holder["run_id"]).status == dg.DagsterRunStatus.STARTED  # what wedged the queue
+
+    after = _run_cli(tmp_path, "run", "--select", "universe")
+
+    assert after.returncode == 0, after.stderr[-3000:]
+    killed = instance.get_run_by_id(holder["run_id"])
+    assert killed.status == dg.DagsterRunStatus.FAILURE
+    message = _run_failure_message(instance, holder["run_id"])
+    assert f"pid {holder['pid']}" in message and "died while holding the warehouse writer lock" in message
+    assert "re-run" in message
+    assert (tmp_path / LOCK_FILE).read_text() == ""  # the next run released the lock cleanly
+
+
+def test_the_reap_sensor_frees_the_queue_after_a_sigkill(tmp_path, monkeypatch):
+    holder = _kill_9_mid_run(tmp_path)
+    instance = _instance(tmp_path)
+    in_progress = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
+    assert instance.get_runs_count(in_progress) == 1  # with max_concurrent_runs 1, the UI queue waits on this
+
+    monkeypatch.setenv("ALSTM_PIPELINE_HOME", str(tmp_path))
+    tick = reap_dead_runs_sensor(dg.build_sensor_context(instance=instance))
+
+    assert holder["run_id"] in tick.skip_message
+    assert instance.get_runs_count(in_progress) == 0
+    assert "kill -9" in _run_failure_message(instance, holder["run_id"])
+    assert reap_dead_runs_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    # The daemon also watches runs that never start or never finish canceling.
+    assert instance.run_monitoring_enabled
+
+
+@dg.op
+def _noop() -> None:
+    pass
+
+
+@dg.job
+def _waiting_job() -> None:
+    _noop()
+
+
+def test_a_run_whose_process_died_before_taking_the_lock_is_found_by_its_pid(tmp_path):
+    """A run killed while it waited for the lock left no holder record: its pid tag tells."""
+    instance = dg.DagsterInstance.ephemeral()
+    waiting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    run = instance.create_run_for_job(_waiting_job, tags={PID_TAG: str(waiting.pid), HOST_TAG: socket.gethostname()})
+    assert reap_dead_runs(instance, tmp_path, "a test") == []  # its process is alive: left alone
+    waiting.kill()
+    waiting.wait()
+    assert reap_dead_runs(instance, tmp_path, "a test") == [run.run_id]
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert f"pid {waiting.pid}" in _run_failure_message(instance, run.run_id)
+
+
+def _rows_of_source(first: str, last: str) -> int:
+    bars = pd.read_parquet(SAMPLE_PATH, columns=["instrument", "date"])
+    dates = pd.to_datetime(bars["date"])
+    return int((bars["instrument"].isin(INSTRUMENTS) & (dates >= first) & (dates <= last)).sum())
+
+
+def test_sigterm_stops_a_cli_run_like_sigint_and_records_it_canceled(tmp_path):
+    process = _cli(tmp_path, "run", "--select", DATA_STEPS, "--start", FIRST, "--end", LAST)
+    holder = _wait_for_lock_holder(tmp_path, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=HANG_GUARD_SECONDS)
+
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "stopped by SIGTERM" in stderr.strip().splitlines()[-1]
+    instance = _instance(tmp_path)
+    assert instance.get_run_by_id(holder["run_id"]).status == dg.DagsterRunStatus.CANCELED
+    assert take_dead_holder(tmp_path, lambda stale: pytest.fail(f"lock left held by {stale}")) is None
+    # No partial partition: each table the run wrote holds its whole range or nothing.
+    store = Warehouse(tmp_path / "warehouse.duckdb")
+    if store.table_exists("raw_ohlcv"):
+        assert int(store.query("SELECT count(*) AS n FROM raw_ohlcv")["n"].iloc[0]) == _rows_of_source(FIRST, LAST)
+    if store.table_exists("alpha158_features"):
+        stored = store.query("SELECT count(*) AS n, count(DISTINCT date) AS days FROM alpha158_features")
+        assert int(stored["days"].iloc[0]) == int(store.query("SELECT count(*) AS n FROM trading_calendar")["n"].iloc[0])
