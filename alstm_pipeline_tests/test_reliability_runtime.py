@@ -20,10 +20,14 @@ import pandas as pd
 import pytest
 
 from alstm_pipeline.dead_runs import HOST_TAG, PID_TAG, reap_dead_runs
+from alstm_pipeline.definitions import build_definitions
+from alstm_pipeline.defs.resources import WarehouseResource
 from alstm_pipeline.defs.runs import reap_dead_runs_sensor
+from alstm_pipeline.runner import failure_messages, materialize
 from alstm_pipeline.warehouse import Warehouse
 from alstm_pipeline.warehouse.writer_lock import LOCK_FILE, take_dead_holder
 from alstm_pipeline_tests.conftest import SAMPLE_PATH
+from alstm_pipeline_tests.pipeline import TestPipeline
 
 INSTRUMENTS = ["AAPL", "AMZN", "BA", "C", "CVX", "GE", "IBM", "JPM", "KO", "MRK", "PG", "XOM"]
 FIRST, LAST = "2014-01-02", "2014-12-31"
@@ -161,3 +165,47 @@ def test_sigterm_stops_a_cli_run_like_sigint_and_records_it_canceled(tmp_path):
     if store.table_exists("alpha158_features"):
         stored = store.query("SELECT count(*) AS n, count(DISTINCT date) AS days FROM alpha158_features")
         assert int(stored["days"].iloc[0]) == int(store.query("SELECT count(*) AS n FROM trading_calendar")["n"].iloc[0])
+
+
+def _failure_lines(pipeline: TestPipeline, select: str) -> list[str]:
+    results = materialize(pipeline.defs, select, pipeline.instance, (FIRST, "2014-01-31"))
+    assert not results[-1].success
+    return failure_messages(results)
+
+
+def test_a_missing_upstream_table_names_the_selection_that_builds_it(tmp_path):
+    pipeline = TestPipeline(tmp_path, SAMPLE_PATH)
+    lines = _failure_lines(pipeline, "universe,raw_ohlcv,alpha158_features")
+    assert lines[0].startswith("alpha158_features: reads table trading_calendar")
+    assert "--select '+trading_calendar'" in lines[0]
+    assert not any("Dagster" in line or "Error occurred while executing" in line for line in lines)
+
+
+def test_a_reader_holding_the_file_is_named_with_its_pid_on_the_last_lines(tmp_path):
+    store = Warehouse(tmp_path / "warehouse.duckdb")
+    with store.connect() as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    reader = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(store.path)!r}, "
+                               "read_only=True); print('open', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        pipeline = TestPipeline(tmp_path, SAMPLE_PATH)
+        impatient = WarehouseResource(path=str(store.path), lock_wait_seconds=1.0)
+        pipeline.defs = build_definitions({**pipeline.defs.resources, "warehouse": impatient})
+        lines = _failure_lines(pipeline, "universe")
+    finally:
+        reader.kill()
+        reader.wait()
+    assert lines[0].startswith("universe: ")
+    assert f"held by process {reader.pid}" in lines[0] and "Fix: close that connection" in lines[0]
+    assert not any("DagsterExecutionStepExecutionError" in line for line in lines)
+
+
+def test_the_cli_last_lines_say_what_failed_and_how_to_fix_it(tmp_path):
+    failed = _run_cli(tmp_path, "run", "--select", "universe,raw_ohlcv,alpha158_features", "--start", FIRST,
+                      "--end", "2014-01-31")
+    assert failed.returncode == 1
+    last = failed.stderr.strip().splitlines()[-3:]
+    assert last[0].startswith("alstm-pipeline: FAILED after")
+    assert "select '+trading_calendar'" in last[1]
+    assert "full trace: run" in last[2]

@@ -10,6 +10,7 @@ from alstm_pipeline.dead_runs import PID_TAG, process_tags, reap_dead_runs, sett
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.sources import Source, Universe, open_source
 from alstm_pipeline.warehouse import Warehouse, writer_lock
+from alstm_pipeline.warehouse.store import DEFAULT_LOCK_WAIT_SECONDS
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -17,9 +18,10 @@ class WarehouseResource(dg.ConfigurableResource):
     from the resource's setup to its teardown, so runs on one home never write at once."""
 
     path: str
+    lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS
 
     def get(self, log=None) -> Warehouse:
-        return Warehouse(Path(self.path), on_wait=log)
+        return Warehouse(Path(self.path), lock_wait_seconds=self.lock_wait_seconds, on_wait=log)
 
     @property
     def home(self) -> Path:
