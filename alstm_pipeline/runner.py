@@ -22,6 +22,7 @@ import dagster as dg
 import pandas as pd
 
 from alstm_pipeline.dead_runs import HOST_TAG, PID_TAG, process_tags
+from alstm_pipeline import progress
 
 RUN_JOB = "alstm_pipeline_run"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -198,6 +199,44 @@ def _own_unfinished_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     return [record.dagster_run for record in records]
 
 
+class _Heartbeat:
+    """Every 30 s while runs execute: what the run of this process has recorded so far, in
+    the terminal and in the run's log. Dagster's own bookkeeping of a long partition range
+    (an event per partition and asset) takes minutes in which no step logs anything."""
+
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.instance, self.every = instance, progress.REPORT_EVERY_SECONDS
+        self.started = self.last = time.monotonic()
+        self.planned: dict[str, int] = {}
+
+    def _planned(self, run_id: str) -> int:
+        if run_id not in self.planned:  # written before the run starts: counted once
+            records = self.instance.get_records_for_run(
+                run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=1_000_000).records
+            self.planned[run_id] = len(records)
+        return self.planned[run_id]
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        for run in _own_unfinished_runs(self.instance):
+            if run.status == dg.DagsterRunStatus.NOT_STARTED:
+                line = "Dagster is recording the run's planned partitions"
+            else:
+                stats = self.instance.get_run_stats(run.run_id)
+                planned = self._planned(run.run_id)
+                line = (f"{stats.steps_succeeded} steps done, {stats.materializations}/{planned} partition "
+                        "materialisations recorded")
+                if 0 < stats.materializations < planned and stats.start_time:
+                    rate = stats.materializations / max(time.time() - stats.start_time, 1e-9)
+                    line += f", about {(planned - stats.materializations) / rate:.0f} s left at this rate"
+            text = f"still running after {now - self.started:.0f} s: {line}"
+            print(f"alstm-pipeline: run {run.run_id[:8]}: {text}", flush=True)
+            self.instance.report_engine_event(text, run)
+
+
 def run_stoppably(work: Callable[[], list], instance: dg.DagsterInstance, insist_every: float = 10.0) -> Outcome:
     """Run ``work`` (a ``materialize``) so that SIGTERM stops it as SIGINT does, within seconds.
 
@@ -231,11 +270,17 @@ def run_stoppably(work: Callable[[], list], instance: dg.DagsterInstance, insist
         _raise_in(worker)
 
     previous = {number: signal.signal(number, on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
+    heartbeat = _Heartbeat(instance)
     try:
         worker.start()
         last_push = None
         while worker.is_alive():
             worker.join(0.2)
+            if not received:
+                try:
+                    heartbeat.tick()
+                except Exception as error:  # noqa: BLE001 - a progress line never stops a run
+                    print(f"alstm-pipeline: (progress report failed: {error})", file=sys.stderr)
             # Library code may swallow one interrupt (a broad except): ask again every few seconds.
             if received and worker.is_alive():
                 now = time.monotonic()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -23,7 +24,8 @@ from alstm_pipeline.dead_runs import HOST_TAG, PID_TAG, reap_dead_runs
 from alstm_pipeline.definitions import build_definitions
 from alstm_pipeline.defs.resources import WarehouseResource
 from alstm_pipeline.defs.runs import reap_dead_runs_sensor
-from alstm_pipeline.runner import failure_messages, materialize
+from alstm_pipeline import progress
+from alstm_pipeline.runner import failure_messages, materialize, run_stoppably
 from alstm_pipeline.warehouse import Warehouse
 from alstm_pipeline.warehouse.writer_lock import LOCK_FILE, take_dead_holder
 from alstm_pipeline_tests.conftest import SAMPLE_PATH
@@ -209,3 +211,35 @@ def test_the_cli_last_lines_say_what_failed_and_how_to_fix_it(tmp_path):
     assert last[0].startswith("alstm-pipeline: FAILED after")
     assert "select '+trading_calendar'" in last[1]
     assert "full trace: run" in last[2]
+
+
+def test_training_reports_batches_within_an_epoch_with_an_eta(golden_dir, monkeypatch):
+    from alstm_pipeline.dataset import DATA_COLUMNS, build_samples
+    from alstm_pipeline.model import TrainConfig, train_alstm
+
+    monkeypatch.setattr(progress, "REPORT_EVERY_SECONDS", 0.0)  # every batch instead of every 30 s
+    processed = pd.read_parquet(golden_dir / "alstm_processed.parquet")
+    frame = processed[processed["instrument"].isin(sorted(processed["instrument"].unique())[:8])]
+    frame = frame.rename(columns={"LABEL0_learn": "LABEL0"}).dropna(subset=["LABEL0"])[list(DATA_COLUMNS)]
+    calendar = pd.DatetimeIndex(np.unique(frame["date"]))
+    train = build_samples(frame, "2012-01-01", "2014-12-31", calendar)
+    valid = build_samples(frame, "2015-01-01", "2015-12-31", calendar)
+    lines: list[str] = []
+    train_alstm(train, valid, TrainConfig(seed=0, n_epochs=1, early_stop=1), log=lines.append)
+    batches = len(train) // 800
+    reports = [line for line in lines if line.startswith("epoch 0: training batches:")]
+    assert len(reports) == batches
+    assert reports[0].startswith(f"epoch 0: training batches: 1/{batches} (")
+    assert "left" in reports[0] and "left" not in reports[-1]  # an ETA until the last batch
+
+
+def test_a_cli_run_reports_progress_in_the_terminal_and_the_runs_log(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(progress, "REPORT_EVERY_SECONDS", 0.0)
+    pipeline = TestPipeline(tmp_path, SAMPLE_PATH)
+    outcome = run_stoppably(lambda: materialize(pipeline.defs, "universe,raw_ohlcv", pipeline.instance,
+                                                (FIRST, "2014-03-31")), pipeline.instance)
+    assert outcome.stopped_by is None and outcome.results[-1].success
+    run_id = outcome.results[-1].run_id
+    assert f"alstm-pipeline: run {run_id[:8]}: still running after" in capsys.readouterr().out
+    notes = [event.message for event in pipeline.instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)]
+    assert any(note.startswith("still running after") for note in notes)
