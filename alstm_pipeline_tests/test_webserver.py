@@ -106,4 +106,4 @@ def test_schedules_and_sensor_run_by_default(ui_answers):
     schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
     assert schedules == {"daily_update_schedule": "RUNNING", "daily_retrain_schedule": "RUNNING"}
-    assert sensors == {"follow_raw_backfill": "RUNNING"}
+    assert sensors == {"follow_raw_backfill": "RUNNING", "reap_dead_runs": "RUNNING"}
