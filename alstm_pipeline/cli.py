@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     # SIGTERM (systemd, docker stop, Kubernetes) stops a command as Ctrl-C does; while runs
     # execute, runner.run_stoppably takes both signals and records the run as canceled.
-    signal.signal(signal.SIGTERM, _stop)
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         if args.command == "run" and args.qlib_config:
             if args.start or args.end or args.vintage:
@@ -437,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         name = str(stop) or "SIGINT"
         print(f"alstm-pipeline: stopped by {name} (no run was in progress).", file=sys.stderr)
         return 128 + int(getattr(signal, name, signal.SIGINT))
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # main() may be called by a host program (tests)
     return 2
 
 
