@@ -28,7 +28,7 @@ for _ in $(seq 1 100); do
   echo "$(( $(date +%s) - T0 )) s after the daemon started: $S"
   case "$S" in *plan_rolling_vintages:SUCCESS*|*plan_rolling_vintages:FAILURE*) break;; esac
 done
-kill -INT $D; wait $D 2>/dev/null
+kill -TERM $D; sleep 5; kill -9 $D 2>/dev/null; wait $D 2>/dev/null  # a background job ignores SIGINT
 python -c 'import dagster as dg
 i = dg.DagsterInstance.get()
 for r in i.get_run_records():
