@@ -159,9 +159,10 @@ def failure_message(step_key: str, error) -> str:
         return (f"{step_key}: reads table {table}, which this home does not have yet. Fix: materialise it first "
                 f"(--select '+{table}'), or select '*{step_key}' to run everything {step_key} needs.")
     if root.cls_name == "Failure" or text.startswith(f"{root.cls_name}:"):
-        text = text.split(": ", 1)[-1]  # the description is the message; the class adds nothing
-    elif root.cls_name not in ("WarehouseError", "SourceReport", "SourceDataError"):
-        text = f"{root.cls_name}: {text}"  # an unexpected error: its class says what kind
+        text = text.split(": ", 1)[-1]
+    if root.cls_name not in ("Failure", "WarehouseError", "SourceReport", "SourceDataError"):
+        # Not one of the project's own errors (which say what to fix): its class says what kind.
+        text = f"{root.cls_name}: {text}"
     return f"{step_key}: {text}"
 
 

@@ -243,3 +243,13 @@ def test_a_cli_run_reports_progress_in_the_terminal_and_the_runs_log(tmp_path, m
     assert f"alstm-pipeline: run {run_id[:8]}: still running after" in capsys.readouterr().out
     notes = [event.message for event in pipeline.instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)]
     assert any(note.startswith("still running after") for note in notes)
+
+
+def test_a_steps_own_error_is_shown_without_dagsters_wrapper(tmp_path):
+    pipeline = TestPipeline(tmp_path, SAMPLE_PATH)
+    results = materialize(pipeline.defs, "alstm_model", pipeline.instance, vintage="2015-07-01",
+                          run_config={"ops": {"alstm_model": {"config": {"feature_set": "alpha999"}}}})
+    (line, trace) = failure_messages(results)
+    assert line.startswith("alstm_model: alstm_model 2015-07-01: ") and "alpha999" in line
+    assert "Dagster" not in line and "Error occurred while executing" not in line
+    assert results[-1].run_id in trace
