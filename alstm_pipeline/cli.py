@@ -19,7 +19,8 @@
 
 Runs go into the persistent instance under ``$ALSTM_PIPELINE_HOME/dagster`` (or
 ``DAGSTER_HOME``), so ``dg dev`` shows them; runs on one home execute one after another.
-Exit status: 0 done (also when nothing was due), 1 a step failed, 2 bad arguments.
+Exit status: 0 done (also when nothing was due), 1 a step failed, 2 bad arguments,
+128 + the signal when SIGTERM (143) or Ctrl-C (130) stopped it (the run recorded as canceled).
 """
 
 from __future__ import annotations
