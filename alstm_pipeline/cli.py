@@ -46,7 +46,9 @@ concurrency:
 # whose process died is marked failed by the reap_dead_runs sensor and by the next run.
 run_monitoring:
   enabled: true
-  start_timeout_seconds: 180
+  # A CLI run stays NOT_STARTED while Dagster records its planned partitions (minutes for
+  # years of days, DESIGN.md known costs): a shorter start timeout would fail it mid-run.
+  start_timeout_seconds: 3600
   cancel_timeout_seconds: 180
   poll_interval_seconds: 30
 telemetry:
