@@ -18,6 +18,8 @@ class WarehouseResource(dg.ConfigurableResource):
     from the resource's setup to its teardown, so runs on one home never write at once."""
 
     path: str
+    # How long a write waits for another process holding the file (a reader) before it
+    # fails naming that process's pid.
     lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS
 
     def get(self, log=None) -> Warehouse:
