@@ -29,7 +29,8 @@
 Runs go into the persistent instance under ``$ALSTM_PIPELINE_HOME/dagster`` (or
 ``DAGSTER_HOME``) as runs of the defined jobs, so ``ui`` shows and re-executes them; runs
 on one home execute one after another.
-Exit status: 0 done (also when nothing was due), 1 a step failed, 2 bad arguments.
+Exit status: 0 done (also when nothing was due), 1 a step failed, 2 bad arguments,
+128 + the signal when SIGTERM (143) or Ctrl-C (130) stopped it (the run recorded as canceled).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -52,6 +54,15 @@ INSTANCE_YAML = """\
 concurrency:
   runs:
     max_concurrent_runs: 1
+# The daemon fails a UI run whose worker never started or never finished canceling; a run
+# whose process died is marked failed by the reap_dead_runs sensor and by the next run.
+run_monitoring:
+  enabled: true
+  # A CLI run stays NOT_STARTED while Dagster records its planned partitions (minutes for
+  # years of days, DESIGN.md known costs): a shorter start timeout would fail it mid-run.
+  start_timeout_seconds: 3600
+  cancel_timeout_seconds: 180
+  poll_interval_seconds: 30
 telemetry:
   enabled: false
 """
@@ -137,8 +148,10 @@ def open_instance(settings: Settings):
 
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    config = home / "dagster.yaml"
+    if not config.exists() or (config.read_text().startswith(INSTANCE_YAML.splitlines()[0])
+                               and "run_monitoring" not in config.read_text()):
+        config.write_text(INSTANCE_YAML)  # new, or written by an older alstm-pipeline
     return dg.DagsterInstance.from_config(str(home))
 
 
@@ -191,15 +204,23 @@ def weekday_range(keys: list[str], start: str | None, end: str | None) -> tuple[
     return inside[0], inside[-1]
 
 
-def _report(results, began: float) -> int:
-    from alstm_pipeline.runner import failure_messages
+def _report(outcome, began: float) -> int:
+    """The last lines of a command: done, stopped by a signal, or what failed and how to fix it."""
+    from alstm_pipeline.runner import Outcome, failure_messages
 
-    seconds = time.perf_counter() - began
+    outcome = outcome if isinstance(outcome, Outcome) else Outcome(list(outcome))
+    results, seconds = outcome.results, time.perf_counter() - began
+    if outcome.stopped_by:
+        print(f"alstm-pipeline: stopped by {outcome.stopped_by} after {seconds:.1f} s: the run is recorded as canceled, "
+              "the writer lock is released, and the partitions it did not finish keep their previous rows. "
+              "Re-run the same command to finish.", file=sys.stderr, flush=True)
+        return 128 + int(getattr(signal, outcome.stopped_by))
     if results and all(result.success for result in results):
         print(f"alstm-pipeline: done in {seconds:.1f} s", flush=True)
         return 0
+    messages = failure_messages(results) or ["a run failed without a failed step (see its log in the UI)"]
     print(f"alstm-pipeline: FAILED after {seconds:.1f} s", file=sys.stderr)
-    for message in failure_messages(results):
+    for message in messages:
         print(f"  {message}", file=sys.stderr)
     return 1
 
@@ -235,7 +256,7 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None, fe
     from alstm_pipeline.defs.model import TEST_START
     from alstm_pipeline.defs.partitions import WEEKDAYS
     from alstm_pipeline.report import print_summary
-    from alstm_pipeline.runner import materialize
+    from alstm_pipeline.runner import materialize, run_stoppably
 
     settings = load_settings()
     select, configuration = configuration_selection(select, feature_set, experiment)
@@ -250,9 +271,10 @@ def run(select: str, start: str | None, end: str | None, vintage: str | None, fe
     print(f"alstm-pipeline: {select!r} over {first}..{last} of {settings.source} ({feature_set})", flush=True)
     print(f"alstm-pipeline: warehouse {settings.open_warehouse().location}, instance {settings.dagster_home}", flush=True)
     began = time.perf_counter()
-    results = materialize(build_definitions(), select, open_instance(settings), (first, last),
-                          vintage or TEST_START, run_config=run_config, on_step=_announce, tags=tags)
-    status = _report(results, began)
+    instance = open_instance(settings)
+    outcome = run_stoppably(lambda: materialize(build_definitions(), select, instance, (first, last), vintage or TEST_START,
+                                                run_config=run_config, on_step=_announce, tags=tags), instance)
+    status = _report(outcome, began)
     if status == 0:
         print_summary(settings, summary_start, experiment=ops["predictions"]["config"]["experiment"],
                       benchmark=ops.get("backtest_daily", {}).get("config", {}).get("benchmark", ""))
@@ -428,7 +450,7 @@ def retrain(as_of: str | None) -> int:
 
     from alstm_pipeline.definitions import build_definitions
     from alstm_pipeline.defs.automation import local_today, retrain_request
-    from alstm_pipeline.runner import materialize
+    from alstm_pipeline.runner import materialize, run_stoppably
     from alstm_pipeline.warehouse import registry
 
     settings = load_settings()
@@ -443,9 +465,12 @@ def retrain(as_of: str | None) -> int:
         return 0
     print(f"alstm-pipeline: training vintage {request.partition_key} (evening of {day.date()})", flush=True)
     began = time.perf_counter()
-    results = materialize(build_definitions(), "alstm_model", open_instance(settings),
-                          vintage=request.partition_key, run_config=request.run_config)
-    status = _report(results, began)
+    instance = open_instance(settings)
+    outcome = run_stoppably(lambda: materialize(build_definitions(), "alstm_model", instance,
+                                                vintage=request.partition_key, run_config=request.run_config), instance)
+    status = _report(outcome, began)
+    if outcome.stopped_by:
+        return status
     known = registry.read_registry(store, registry.DEFAULT_EXPERIMENT)
     # retrain trains the main job's configuration; an Alpha360 vintage of the same day is not its outcome
     mine = known[(known["vintage"] == request.partition_key) & (known["feature_set"] == "alpha158_ts")]
@@ -493,9 +518,9 @@ def register_in_order(defs, instance, keys: list[str], model_config: dict, setti
     as rejected and the evaluation goes on (it never serves). Returns the runs that count;
     stops at the first other failure."""
     from alstm_pipeline.runner import materialize
-    from alstm_pipeline.warehouse import Warehouse, registry
+    from alstm_pipeline.warehouse import registry
 
-    store = Warehouse(settings.warehouse_path)
+    store = settings.open_warehouse()
     results = []
     for number, key in enumerate(keys, 1):
         print(f"alstm-pipeline: vintage {number}/{len(keys)} {key}", flush=True)
@@ -521,7 +546,7 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None, paral
     from alstm_pipeline.defs.model import TEST_START
     from alstm_pipeline.defs.partitions import SCORING_DAYS, WEEKDAYS
     from alstm_pipeline.report import print_summary
-    from alstm_pipeline.runner import materialize
+    from alstm_pipeline.runner import Outcome, materialize, run_stoppably
     from alstm_pipeline.warehouse import tables
 
     settings = load_settings()
@@ -560,9 +585,11 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None, paral
         import torch
 
         torch.set_num_threads(threads)  # the vintages train in this process, inside their runs
-    results = register_in_order(defs, instance, keys, {**model_config, "candidates": str(folder or "")}, settings)
-    if results and not results[-1].success:
-        return _report(results, began)
+    outcome = run_stoppably(lambda: register_in_order(defs, instance, keys, {**model_config, "candidates": str(folder or "")},
+                                                      settings), instance)
+    results = outcome.results
+    if outcome.stopped_by or (results and not results[-1].success):
+        return _report(outcome, began)
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)  # every candidate is registered now, as a checkpoint of its own
     first, last = weekday_range(WEEKDAYS.get_partition_keys(), str(test_start.date()), str(test_end.date()))
@@ -570,16 +597,23 @@ def evaluate_rolling(start: str | None, end: str | None, step: int | None, paral
                                                "experiment": ROLLING_EXPERIMENT}}
                              for name in ("ic_daily", "backtest_daily")}}
     report_config["ops"]["predictions"] = {"config": {"experiment": ROLLING_EXPERIMENT}}
-    results += materialize(defs, "predictions,ic_daily,backtest_daily", instance, (first, last), run_config=report_config,
-                           on_step=_announce)
-    status = _report(results, began)
+    outcome = run_stoppably(lambda: materialize(defs, "predictions,ic_daily,backtest_daily", instance, (first, last),
+                                                run_config=report_config, on_step=_announce), instance)
+    status = _report(Outcome(results + outcome.results, outcome.stopped_by), began)
     if status == 0:
         print_summary(settings, test_start, test_end, experiment=ROLLING_EXPERIMENT)
     return status
 
 
+def _stop(signo, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signo).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    # SIGTERM (systemd, docker stop, Kubernetes) stops a command as Ctrl-C does; while runs
+    # execute, runner.run_stoppably takes both signals and records the run as canceled.
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         if args.command == "run" and args.qlib_config:
             if args.start or args.end or args.vintage:
@@ -607,6 +641,12 @@ def main(argv: list[str] | None = None) -> int:
         # A setting or argument the user can fix: one line, no traceback.
         print(f"alstm-pipeline: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:
+        name = str(stop) or "SIGINT"
+        print(f"alstm-pipeline: stopped by {name} (no run was in progress).", file=sys.stderr)
+        return 128 + int(getattr(signal, name, signal.SIGINT))
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # main() may be called by a host program (tests)
     return 2
 
 

@@ -10,11 +10,20 @@ recorded in the instance given (the persistent one under the home for the CLI).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ctypes
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
+
+from alstm_pipeline import progress
+from alstm_pipeline.dead_runs import HOST_TAG, PID_TAG, process_tags
 
 # The defined jobs (defs/automation.py) a run may use, one per kind of partition.
 JOBS = ("data_days", "train_vintage", "scoring_days")
@@ -109,7 +118,8 @@ def execute_step(
     if name is None:
         raise ValueError(f"no job of the definitions holds {[key.to_user_string() for key in step.keys]}")
     job_def = defs.resolve_job_def(name)
-    run_tags = dict(tags or {})
+    # The process's id on the run, so the next run can tell if this process died (dead_runs.py).
+    run_tags = {**process_tags(), **(tags or {})}
     partition_key = None
     if step.partitioned_by == "weekdays":
         if weekday_range is None:
@@ -172,15 +182,168 @@ def materialize(
     return results
 
 
+# A table a step reads that this home does not have yet: name it and the selection that builds it.
+_MISSING_TABLE = re.compile(r"Table with name (\w+) does not exist")
+
+
+def _root_error(error):
+    """The user's own exception inside Dagster's wrappers ("Error occurred while executing op")."""
+    while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    return error
+
+
+def failure_message(step_key: str, error) -> str:
+    """What a failed step did wrong and what to do, in the project's words."""
+    root = _root_error(error)
+    if root is None:
+        return f"{step_key}: failed"
+    text = root.message.strip()
+    missing = _MISSING_TABLE.search(text)
+    if missing:
+        table = missing.group(1)
+        return (f"{step_key}: reads table {table}, which this home does not have yet. Fix: materialise it first "
+                f"(--select '+{table}'), or select '*{step_key}' to run everything {step_key} needs.")
+    if root.cls_name == "Failure" or text.startswith(f"{root.cls_name}:"):
+        text = text.split(": ", 1)[-1]
+    if root.cls_name not in ("Failure", "WarehouseError", "SourceReport", "SourceDataError"):
+        # Not one of the project's own errors (which say what to fix): its class says what kind.
+        text = f"{root.cls_name}: {text}"
+    return f"{step_key}: {text}"
+
+
 def failure_messages(results: Sequence[dg.ExecuteInProcessResult]) -> list[str]:
-    """The error message of each failed step (the Failure's description, no traceback)."""
+    """The cause of each failed step (its own exception, never Dagster's wrapper), one line
+    each, followed by the run's id for the full trace."""
     messages = []
     for result in results:
         for event in result.all_events:
             if event.event_type_value == "STEP_FAILURE":
-                error = event.event_specific_data.error
-                text = error.message.strip() if error else "failed"
-                if error is not None and error.cls_name == "Failure":
-                    text = text.split(": ", 1)[-1]  # the description is the message; the class adds nothing
-                messages.append(f"{event.step_key}: {text}")
+                messages.append(failure_message(event.step_key, event.event_specific_data.error))
+        if not result.success and messages:
+            messages.append(f"(full trace: run {result.run_id} in the UI, or above)")
     return messages
+
+
+@dataclass
+class Outcome:
+    """What a stoppable materialisation returned, and the signal that stopped it, if any."""
+
+    results: list
+    stopped_by: str | None = None
+
+
+def _raise_in(thread: threading.Thread) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt))
+
+
+def _own_unfinished_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    own = process_tags()
+    records = instance.get_run_records(filters=dg.RunsFilter(
+        tags={PID_TAG: own[PID_TAG], HOST_TAG: own[HOST_TAG]},
+        statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+                  dg.DagsterRunStatus.CANCELING]))
+    return [record.dagster_run for record in records]
+
+
+class _Heartbeat:
+    """Every 30 s while runs execute: what the run of this process has recorded so far, in
+    the terminal and in the run's log. Dagster's own bookkeeping of a long partition range
+    (an event per partition and asset) takes minutes in which no step logs anything."""
+
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.instance, self.every = instance, progress.REPORT_EVERY_SECONDS
+        self.started = self.last = time.monotonic()
+        self.planned: dict[str, int] = {}
+
+    def _planned(self, run_id: str) -> int:
+        if run_id not in self.planned:  # written before the run starts: counted once
+            records = self.instance.get_records_for_run(
+                run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=1_000_000).records
+            self.planned[run_id] = len(records)
+        return self.planned[run_id]
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        for run in _own_unfinished_runs(self.instance):
+            if run.status == dg.DagsterRunStatus.NOT_STARTED:
+                line = "Dagster is recording the run's planned partitions"
+            else:
+                stats = self.instance.get_run_stats(run.run_id)
+                planned = self._planned(run.run_id)
+                line = (f"{stats.steps_succeeded} steps done, {stats.materializations}/{planned} partition "
+                        "materialisations recorded")
+                if 0 < stats.materializations < planned and stats.start_time:
+                    rate = stats.materializations / max(time.time() - stats.start_time, 1e-9)
+                    line += f", about {(planned - stats.materializations) / rate:.0f} s left at this rate"
+            text = f"still running after {now - self.started:.0f} s: {line}"
+            print(f"alstm-pipeline: run {run.run_id[:8]}: {text}", flush=True)
+            self.instance.report_engine_event(text, run)
+
+
+def run_stoppably(work: Callable[[], list], instance: dg.DagsterInstance, insist_every: float = 10.0) -> Outcome:
+    """Run ``work`` (a ``materialize``) so that SIGTERM stops it as SIGINT does, within seconds.
+
+    Supervisors stop a service with SIGTERM (systemd, docker stop, Kubernetes). Dagster
+    handles signals itself only between steps and around user code, so a signal during its
+    own bookkeeping (writing thousands of partition events) waited minutes. Here the runs
+    execute in a worker thread (Dagster leaves signals alone off the main thread) while the
+    main thread takes SIGTERM and SIGINT: it records this process's run as canceling and
+    interrupts the worker; Dagster then records the run CANCELED, the resources close (the
+    writer lock is released) and an open partition transaction rolls back.
+    """
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["results"] = work()
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=target, name="alstm-pipeline-runs", daemon=True)
+    received: list[str] = []
+
+    def on_signal(signo, _frame) -> None:
+        name = signal.Signals(signo).name
+        if not received:
+            print(f"alstm-pipeline: {name} received: stopping the run (it is recorded as canceled)",
+                  file=sys.stderr, flush=True)
+            for run in _own_unfinished_runs(instance):
+                instance.report_run_canceling(run, message=f"{name} received by alstm-pipeline (pid {process_tags()[PID_TAG]})")
+        received.append(name)
+        _raise_in(worker)
+
+    previous = {number: signal.signal(number, on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
+    heartbeat = _Heartbeat(instance)
+    try:
+        worker.start()
+        last_push = None
+        while worker.is_alive():
+            worker.join(0.2)
+            if not received:
+                try:
+                    heartbeat.tick()
+                except Exception as error:  # noqa: BLE001 - a progress line never stops a run
+                    print(f"alstm-pipeline: (progress report failed: {error})", file=sys.stderr)
+            # Library code may swallow one interrupt (a broad except): ask again every few seconds.
+            if received and worker.is_alive():
+                now = time.monotonic()
+                last_push = last_push or now
+                if now - last_push >= insist_every:
+                    _raise_in(worker)
+                    last_push = now
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if received:
+        # A run interrupted before Dagster could record its end (e.g. while it was created).
+        for run in _own_unfinished_runs(instance):
+            instance.report_run_canceled(run, f"{received[0]} received by alstm-pipeline: stopped")
+        results = outcome.get("results")
+        return Outcome(list(results) if isinstance(results, list) else [], received[0])
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return Outcome(list(outcome["results"]))  # type: ignore[arg-type]

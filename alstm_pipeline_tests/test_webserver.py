@@ -119,7 +119,7 @@ def test_schedules_and_sensor_run_by_default(ui_answers):
     schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
     assert schedules == {"daily_update": "RUNNING", "daily_retrain": "RUNNING"}
-    assert sensors == {"follow_raw_backfill": "RUNNING", "score_new_days": "RUNNING"}
+    assert sensors == {"follow_raw_backfill": "RUNNING", "score_new_days": "RUNNING", "reap_dead_runs": "RUNNING"}
 
 
 def test_every_cli_run_is_a_run_of_a_defined_job(ui_answers):

@@ -6,11 +6,13 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from alstm_pipeline.dead_runs import PID_TAG, process_tags, reap_dead_runs, settle_dead_holder
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.sources import Source, Universe, open_source
 from alstm_pipeline.warehouse import Warehouse, writer_lock
 from alstm_pipeline.warehouse.backends import EMBEDDED_FILE
 from alstm_pipeline.warehouse.ducklake import DuckLakeWarehouse, catalog_kind
+from alstm_pipeline.warehouse.store import DEFAULT_LOCK_WAIT_SECONDS
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -22,6 +24,9 @@ class WarehouseResource(dg.ConfigurableResource):
     path: str
     ducklake_catalog: str = ""
     ducklake_data: str = ""
+    # How long a write waits for another process holding the file (a reader) before it
+    # fails naming that process's pid.
+    lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS
 
     @classmethod
     def of(cls, store: Warehouse) -> "WarehouseResource":
@@ -31,9 +36,9 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def get(self, log=None) -> Warehouse:
         if self.ducklake_catalog:
-            return DuckLakeWarehouse(path=self.home, catalog=self.ducklake_catalog,
-                                     data_path=self.ducklake_data, on_wait=log)
-        return Warehouse(Path(self.path), on_wait=log)
+            return DuckLakeWarehouse(path=self.home, catalog=self.ducklake_catalog, data_path=self.ducklake_data,
+                                     lock_wait_seconds=self.lock_wait_seconds, on_wait=log)
+        return Warehouse(Path(self.path), lock_wait_seconds=self.lock_wait_seconds, on_wait=log)
 
     @property
     def home(self) -> Path:
@@ -43,11 +48,21 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):
+        run_id = context.run.run_id if context.run else "unknown"
+        instance, on_stale = context.instance, None
+        if instance is not None and context.run is not None:
+            # A run that died before this one (kill -9) would otherwise stay STARTED forever:
+            # this run notices it, marks it failed and goes on (dead_runs.py).
+            if PID_TAG not in context.run.tags:
+                instance.add_run_tags(run_id, process_tags())
+            reap_dead_runs(instance, self.home, f"run {run_id}", log=context.log.warning if context.log else None)
+
+            def on_stale(holder: dict) -> None:  # the holder we waited for died holding the lock
+                settle_dead_holder(instance, holder, f"run {run_id}")
         if self.ducklake_catalog and catalog_kind(self.ducklake_catalog) != "duckdb":
             yield self  # the catalog orders concurrent commits (DuckLakeWarehouse.transaction)
             return
-        run_id = context.run.run_id if context.run else "unknown"
-        with writer_lock(self.home, run_id, on_wait=context.log.info if context.log else None):
+        with writer_lock(self.home, run_id, on_wait=context.log.info if context.log else None, on_stale=on_stale):
             yield self
 
 

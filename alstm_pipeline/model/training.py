@@ -37,6 +37,7 @@ from alstm_pipeline.model.checks import check_training_inputs
 from alstm_pipeline.model.config import TrainConfig, resolve_device
 from alstm_pipeline.model.ensemble import SeedEnsemble
 from alstm_pipeline.model.network import ALSTMModel, parameter_count
+from alstm_pipeline.progress import Progress
 
 if TYPE_CHECKING:
     from alstm_pipeline.dataset import SampleSet
@@ -112,8 +113,10 @@ def _train_pass(
     samples: SampleSet,
     batch_size: int,
     labels_have_nan: bool,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """One shuffled pass of Adam steps; returns the per-batch training losses (on the device)."""
+    """One shuffled pass of Adam steps; returns the per-batch training losses (on the device).
+    ``progress(done, total)`` is called after each batch (progress.Progress logs every 30 s)."""
     model.train()
     device = samples.rows.device
     batches = full_batches(shuffled_pass_order(len(samples)).to(device), batch_size)
@@ -127,6 +130,8 @@ def _train_pass(
         loss = batch_mse(model(samples.windows(ids)), target, labels_have_nan)
         optimizer_step(model, optimizer, loss)
         losses[i] = loss.detach()
+        if progress is not None:
+            progress(i + 1, len(batches))
     return losses
 
 
@@ -312,7 +317,8 @@ def train_alstm(
     run = _RunLog(config, log)
     for _ in range(config.n_epochs):
         epoch_start = time.perf_counter()
-        batch_losses = _train_pass(model, optimizer, train, config.batch_size, train_has_nan)
+        progress = Progress(f"{run.prefix}epoch {len(run.valid_losses)}: training batches", log)
+        batch_losses = _train_pass(model, optimizer, train, config.batch_size, train_has_nan, progress)
         # The train scoring pass draws its shuffle even when skipped, to keep Qlib's RNG stream.
         train_score_batches = full_batches(shuffled_pass_order(len(train)).to(device), config.batch_size)
         if config.score_train:

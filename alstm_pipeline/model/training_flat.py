@@ -28,6 +28,7 @@ import torch
 from alstm_pipeline.model.checks import TrainingInputError
 from alstm_pipeline.model.config import TrainConfig, resolve_device
 from alstm_pipeline.model.network import ALSTMModel
+from alstm_pipeline.progress import Progress
 from alstm_pipeline.model.training import (
     TrainResult,
     _mean_ignoring_nan,
@@ -124,7 +125,8 @@ def _batch_starts(n: int, batch_size: int) -> range:
 
 
 def _train_pass(
-    model: ALSTMModel, optimizer: torch.optim.Optimizer, data: _DeviceSet, batch_size: int, rng: np.random.RandomState
+    model: ALSTMModel, optimizer: torch.optim.Optimizer, data: _DeviceSet, batch_size: int, rng: np.random.RandomState,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     model.train()
     indices = np.arange(len(data))
@@ -142,6 +144,8 @@ def _train_pass(
         loss = batch_mse(model(data.features[ids]), target, data.has_nan)  # float32 (labels float32)
         optimizer_step(model, optimizer, loss)
         losses[i] = loss.detach()
+        if progress is not None:
+            progress(i + 1, len(starts))
     return losses
 
 
@@ -202,7 +206,8 @@ def train_alstm_flat(
     stopped_early = False
     for epoch in range(config.n_epochs):
         epoch_start = time.perf_counter()
-        batch_losses = _train_pass(model, optimizer, train_data, config.batch_size, rng)
+        batch_losses = _train_pass(model, optimizer, train_data, config.batch_size, rng,
+                                   Progress(f"epoch {epoch}: training batches", log))
         if config.score_train:
             train_loss = _score_pass(model, train_data, config.batch_size)
         else:
