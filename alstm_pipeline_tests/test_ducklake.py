@@ -165,24 +165,24 @@ def test_a_commit_that_loses_to_another_writer_is_replayed_and_both_land(tmp_pat
     messages: list[str] = []
     store = open_warehouse(spec, tmp_path, on_wait=messages.append)
     first, second = pd.Timestamp("2020-03-02"), pd.Timestamp("2020-03-03")
-    tables.write_predictions(store, pd.concat([_scores("2020-03-02", 0), _scores("2020-03-03", 0)]), first, second)
+    key = ("date", "instrument")
+    store.replace_date_range("scores", pd.concat([_scores("2020-03-02", 0), _scores("2020-03-03", 0)]), first, second, key=key)
     other_committed, failure = threading.Event(), []
 
     def other_writer() -> None:
         try:
-            tables.write_predictions(store, _scores("2020-03-03", 200, "other"), second, second)
+            store.replace_date_range("scores", _scores("2020-03-03", 200, "other"), second, second, key=key)
         except BaseException as error:  # surfaced by the assertion below
             failure.append(error)
         other_committed.set()
 
     with store.transaction() as con:
-        store.replace_date_range("predictions", _scores("2020-03-02", 100, "mine"), first, first,
-                                 key=("date", "instrument"), con=con)
+        store.replace_date_range("scores", _scores("2020-03-02", 100, "mine"), first, first, key=key, con=con)
         threading.Thread(target=other_writer).start()
         other_committed.wait(timeout=300)
     assert not failure
     assert any("replaying" in message for message in messages)
-    stored = tables.read_predictions(store)
+    stored = store.query("SELECT * FROM scores ORDER BY date, instrument")
     assert stored.groupby("date")["model_version"].unique().map(list).tolist() == [["mine"], ["other"]]
     assert len(stored) == 2 * len(INSTRUMENTS)
 

@@ -69,27 +69,31 @@ DATE_COLUMNS = ("serves_from", "trained_through", "train_start", "train_end", "v
 # column's default labels their rows correctly.
 _ADD_FEATURE_SET = (f"ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS feature_set VARCHAR "
                     f"DEFAULT '{DEFAULT_FEATURE_SET}'")
-# Registries written before experiments: every row is the main job's.
-_ADD_EXPERIMENT = f"ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS experiment VARCHAR DEFAULT '{DEFAULT_EXPERIMENT}'"
+# Registries written before experiments: each row belongs to the main experiment of its
+# configuration (``main_experiment``); labelled right after the column is added.
+_ADD_EXPERIMENT = f"ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS experiment VARCHAR"
+_LABEL_EXPERIMENT = (f"UPDATE {REGISTRY_TABLE} SET experiment = CASE WHEN feature_set = ? THEN ? ELSE ? || '_' || feature_set END "
+                     "WHERE experiment IS NULL")
 _ADD_CONFIG = f"ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS config VARCHAR"
 
 
-def _ensure(con) -> None:
-    con.execute(_REGISTRY_DDL)
-    con.execute(_ADD_FEATURE_SET)
-    had_experiments = con.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
-                                  [REGISTRY_TABLE, "experiment"]).fetchone()[0]
-    con.execute(_ADD_EXPERIMENT)
-    if not had_experiments:
-        # Vintages of another configuration trained by the main job before experiments
-        # (run --feature-set alpha360) belong to that configuration's main experiment.
-        con.execute(f"UPDATE {REGISTRY_TABLE} SET experiment = ? || '_' || feature_set WHERE feature_set <> ?",
-                    [DEFAULT_EXPERIMENT, DEFAULT_FEATURE_SET])
-    con.execute(_ADD_CONFIG)
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {NORMALIZER_TABLE} (version VARCHAR, feature VARCHAR, "
-        "median DOUBLE, scale DOUBLE, PRIMARY KEY (version, feature))"
-    )
+def _ensure(store: Warehouse) -> None:
+    """Create or migrate the registry's tables, one transaction per statement: DuckDB
+    refuses to change rows of a table that the same transaction altered. Idempotent, and
+    a crash between the statements leaves rows that the next call (and read_registry)
+    labels the same way."""
+    statements = [
+        (_REGISTRY_DDL, []),
+        (_ADD_FEATURE_SET, []),
+        (_ADD_EXPERIMENT, []),
+        (_LABEL_EXPERIMENT, [DEFAULT_FEATURE_SET, DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT]),
+        (_ADD_CONFIG, []),
+        (f"CREATE TABLE IF NOT EXISTS {NORMALIZER_TABLE} (version VARCHAR, feature VARCHAR, "
+         "median DOUBLE, scale DOUBLE, PRIMARY KEY (version, feature))", []),
+    ]
+    for sql, params in statements:
+        with store.transaction() as con:
+            con.execute(sql, params)
 
 
 def register_vintage(store: Warehouse, row: Mapping[str, object], normalizer: pd.DataFrame) -> None:
@@ -108,8 +112,8 @@ def register_vintage(store: Warehouse, row: Mapping[str, object], normalizer: pd
         if column in frame:
             frame[column] = pd.to_datetime(frame[column]).dt.date
     stats = normalizer.assign(version=record["version"])[["version", "feature", "median", "scale"]]
+    _ensure(store)
     with store.transaction() as con:
-        _ensure(con)
         if record["status"] == "promoted":
             con.execute(
                 f"UPDATE {REGISTRY_TABLE} SET status = 'superseded' "
@@ -139,6 +143,7 @@ def read_registry(store: Warehouse, experiment: str | None = None) -> pd.DataFra
         frame.insert(2, "feature_set", DEFAULT_FEATURE_SET)
     if "experiment" not in frame:  # as _ensure will label them
         frame.insert(3, "experiment", frame["feature_set"].map(main_experiment))
+    frame["experiment"] = frame["experiment"].fillna(frame["feature_set"].map(main_experiment))
     if "config" not in frame:
         frame["config"] = None
     for column in DATE_COLUMNS:
