@@ -4,9 +4,7 @@ from alstm_pipeline.model.checkpoint import (
     CARD_FILE,
     WEIGHTS_FILE,
     CheckpointError,
-    build_card,
     checkpoint_version,
-    seed_figures,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -27,7 +25,8 @@ from alstm_pipeline.model.ensemble import ENSEMBLE_METHOD, SeedEnsemble
 from alstm_pipeline.model.inference import predict, predict_per_seed
 from alstm_pipeline.model.network import ALSTMModel, parameter_count
 from alstm_pipeline.model.plots import plot_losses
-from alstm_pipeline.model.training import SeedsResult, TrainResult, train_alstm, train_seeds
+from alstm_pipeline.model.results import SeedsResult, TrainResult, build_card, seed_figures
+from alstm_pipeline.model.training import train_alstm, train_seeds
 from alstm_pipeline.model.training_flat import FlatSet, flat_set, predict_flat, train_alstm_flat
 
 __all__ = [

@@ -16,24 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import subprocess
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from alstm_pipeline.model.ensemble import ENSEMBLE_METHOD, SeedEnsemble
+from alstm_pipeline.model.ensemble import SeedEnsemble
 from alstm_pipeline.model.network import ALSTMModel, parameter_count
-
-if TYPE_CHECKING:
-    from alstm_pipeline.model.training import SeedsResult, TrainResult
 
 Predictor = ALSTMModel | SeedEnsemble
 
@@ -90,79 +85,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"alstm_pipeline {version}" + (f" (git {commit})" if commit else "")
-
-
-def _json_number(value: float) -> float | None:
-    """Strict JSON has no NaN/inf: write them as null."""
-    return value if math.isfinite(value) else None
-
-
-def seed_figures(result: TrainResult) -> dict[str, object]:
-    """One seed's training figures, as the card's ``per_seed`` entries hold them."""
-    return {
-        "seed": result.seed,
-        "best_epoch": result.best_epoch,
-        "best_valid_loss": _json_number(result.best_valid_loss),
-        "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early,
-        "train_losses": [_json_number(v) for v in result.train_losses],
-        "valid_losses": [_json_number(v) for v in result.valid_losses],
-        "epoch_seconds": result.epoch_seconds,
-        "wall_seconds": result.wall_seconds,
-    }
-
-
-def build_card(
-    result: TrainResult | SeedsResult,
-    data_ranges: Mapping[str, object] | None = None,
-    code: str | None = None,
-    when: datetime | None = None,
-) -> dict[str, object]:
-    """The card of a training run or seed unit: version, config, data ranges, the seeds and
-    each seed's figures (``per_seed``), device, engine, timing, code version.
-
-    One seed: the seed's figures are also top-level keys (best_epoch, best_valid_loss,
-    epochs_run, stopped_early, train/valid_losses, epoch_seconds), as before seeds existed.
-    K > 1 seeds: only ``per_seed``, plus ``ensemble`` saying how the ensemble scores.
-    `data_ranges` is free-form and JSON-ready, e.g. ``{"train": ["2008-01-01", "2014-12-31"],
-    "valid": [...]}``; the sample counts are added from `result`. `when` (default now) dates
-    the version.
-    """
-    when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    runs = getattr(result, "runs", None) or [result]
-    predictor = result.predictor if hasattr(result, "runs") else result.model
-    first = runs[0]
-    card: dict[str, object] = {
-        "version": checkpoint_version(predictor, when),
-        "created_utc": when.isoformat(),
-        "config": result.config.to_dict(),
-        "data": {
-            **dict(data_ranges or {}),
-            "n_train_samples": first.n_train_samples,
-            "n_valid_samples": first.n_valid_samples,
-        },
-        "seeds": [run.seed for run in runs],
-        "ensemble_size": len(runs),
-    }
-    if len(runs) == 1:
-        single = seed_figures(first)
-        del single["seed"], single["wall_seconds"]
-        card.update(single)
-    else:
-        card["ensemble"] = ENSEMBLE_METHOD
-    card.update(
-        {
-            "per_seed": [seed_figures(run) for run in runs],
-            "train_loss_source": first.train_loss_source,
-            "device": result.device,
-            "engine": getattr(result, "engine", "eager"),
-            "wall_seconds": result.wall_seconds,
-            "code_version": code if code is not None else code_version(),
-            "torch_version": torch.__version__,
-            "parameter_count": first.parameter_count,
-        }
-    )
-    return card
 
 
 def _write_atomically(path: Path, write) -> None:

@@ -37,10 +37,11 @@ import torch
 from alstm_pipeline.model.batching import sequential_pass_start, shuffled_pass_order
 from alstm_pipeline.model.config import TrainConfig
 from alstm_pipeline.model.network import ALSTMModel
+from alstm_pipeline.model.results import RunLog, TrainResult, mean_ignoring_nan
+from alstm_pipeline.model.steps import GRAD_CLIP_VALUE, build_model
 
 if TYPE_CHECKING:
     from alstm_pipeline.dataset import SampleSet
-    from alstm_pipeline.model.training import TrainResult
 
 WARMUP_STEPS = 3  # PyTorch's whole-network capture recipe warms up on a side stream first
 
@@ -128,15 +129,13 @@ class _GraphedSeed:
         log: Callable[[str], None],
         prefix: str,
     ) -> None:
-        from alstm_pipeline.model.training import GRAD_CLIP_VALUE, _RunLog, build_model
-
         self.config, self.train, self.valid = config, train, valid
         self.model = build_model(config, initial_model)  # seeds the global RNG first (§7.2)
         # From here on this seed draws only from its own copy of the stream (module doc).
         self.source = torch.Generator()
         self.source.set_state(torch.get_rng_state())
         self.model.to(device)
-        self.run = _RunLog(config, log, prefix)
+        self.run = RunLog(config, log, prefix)
         self.stream = OPS.new_stream(device)
         OPS.wait_for_default(self.stream)
         self.ids = torch.zeros(config.batch_size, dtype=torch.int64, device=device)
@@ -208,9 +207,7 @@ class _GraphedSeed:
 
 
 def _pass_mean(losses: torch.Tensor) -> float:
-    from alstm_pipeline.model.training import _mean_ignoring_nan
-
-    return _mean_ignoring_nan(losses)
+    return mean_ignoring_nan(losses)
 
 
 def train_graphed(

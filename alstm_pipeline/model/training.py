@@ -26,86 +26,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from alstm_pipeline.model.batching import full_batches, sequential_pass_start, shuffled_pass_order
 from alstm_pipeline.model.checks import check_training_inputs
 from alstm_pipeline.model.config import TrainConfig, resolve_device
 from alstm_pipeline.model.ensemble import SeedEnsemble
-from alstm_pipeline.model.network import ALSTMModel, parameter_count
+from alstm_pipeline.model.network import ALSTMModel
+from alstm_pipeline.model.results import RunLog, SeedsResult, TrainResult, mean_ignoring_nan
+from alstm_pipeline.model.steps import batch_mse, build_model, optimizer_step
 from alstm_pipeline.progress import Progress
 
 if TYPE_CHECKING:
     from alstm_pipeline.dataset import SampleSet
-
-GRAD_CLIP_VALUE = 3.0  # §7.2: clip every gradient element to [-3, 3]
-
-
-@dataclass
-class TrainResult:
-    """Outcome of `train_alstm`. Epochs are numbered from 0, as in Qlib's log."""
-
-    model: ALSTMModel  # best epoch's weights, on the CPU, in eval mode
-    config: TrainConfig
-    best_epoch: int
-    train_losses: list[float]  # per epoch; see train_loss_source
-    valid_losses: list[float]  # per epoch: mean validation batch MSE
-    epoch_seconds: list[float]
-    device: str
-    wall_seconds: float
-    stopped_early: bool
-    n_train_samples: int
-    n_valid_samples: int
-    # "scoring pass" (Qlib's re-scored train loss) or "training batches" (score_train=False).
-    train_loss_source: str = "scoring pass"
-    # "eager" or "cuda graphs" (graphs.py); with K seeds on CUDA, epoch_seconds is the
-    # wall time of the lockstep epoch of all K.
-    engine: str = "eager"
-    parameter_count: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.parameter_count = parameter_count(self.model)
-
-    @property
-    def seed(self) -> int | None:
-        return self.config.seed
-
-    @property
-    def predictor(self) -> ALSTMModel:
-        """What to save and score with (as SeedsResult.predictor): the model itself."""
-        return self.model
-
-    @property
-    def best_valid_loss(self) -> float:
-        return self.valid_losses[self.best_epoch]
-
-    @property
-    def epochs_run(self) -> int:
-        return len(self.valid_losses)
-
-    def card(self, data_ranges=None, code: str | None = None) -> dict[str, object]:
-        """The checkpoint card of this run (see checkpoint.build_card)."""
-        from alstm_pipeline.model.checkpoint import build_card  # checkpoint imports this module
-
-        return build_card(self, data_ranges, code)
-
-
-def batch_mse(pred: torch.Tensor, target: torch.Tensor, labels_have_nan: bool) -> torch.Tensor:
-    """Mean squared error over the non-NaN targets, in float64 (float32 pred − float64 label).
-
-    Boolean masking needs the mask's count on the host, so it is only done when the set
-    has NaN labels at all (never for Qlib's learn data); otherwise the batch is used whole,
-    which gives the same value and gradient.
-    """
-    if labels_have_nan:
-        keep = ~torch.isnan(target)
-        pred, target = pred[keep], target[keep]
-    return torch.mean((pred - target) ** 2)
-
 
 def _train_pass(
     model: ALSTMModel,
@@ -144,115 +79,7 @@ def _score_pass(
     losses = torch.empty(len(batches), dtype=torch.float64, device=samples.rows.device)
     for i, ids in enumerate(batches):
         losses[i] = batch_mse(model(samples.windows(ids)), samples.targets(ids), labels_have_nan)
-    return _mean_ignoring_nan(losses)
-
-
-def _mean_ignoring_nan(losses: torch.Tensor) -> float:
-    """np.mean of the batch losses (Qlib averages python floats with np.mean: same number).
-
-    A batch whose labels are all NaN has a NaN loss; it is left out instead of making the
-    whole epoch's loss NaN (only possible when a set has NaN labels at all).
-    """
-    values = losses.cpu().numpy()
-    values = values[~np.isnan(values)]
-    return float(np.mean(values)) if len(values) else float("nan")
-
-
-def _load_initial_weights(model: ALSTMModel, initial_model: ALSTMModel) -> None:
-    if initial_model.architecture() != model.architecture():
-        raise ValueError(
-            f"warm start: the initial model's architecture {initial_model.architecture()} "
-            f"differs from the config's {model.architecture()}"
-        )
-    model.load_state_dict({k: v.detach().cpu() for k, v in initial_model.state_dict().items()})
-
-
-class _RunLog:
-    """Per-epoch losses, §7.2's strict-improvement early stopping and the best weights of one run."""
-
-    def __init__(self, config: TrainConfig, log: Callable[[str], None], prefix: str = "") -> None:
-        self.config, self.log, self.prefix = config, log, prefix
-        self.train_losses: list[float] = []
-        self.valid_losses: list[float] = []
-        self.epoch_seconds: list[float] = []
-        self.best_loss, self.best_epoch, self.best_state, self.epochs_since_best = float("inf"), -1, None, 0
-        self.stopped = False  # patience ran out (early stop)
-
-    def record(self, model: ALSTMModel, train_loss: float, valid_loss: float, seconds: float) -> bool:
-        """Add one epoch; True when training must stop now (patience ran out)."""
-        epoch = len(self.valid_losses)
-        self.train_losses.append(train_loss)
-        self.valid_losses.append(valid_loss)
-        self.epoch_seconds.append(seconds)
-        improved = valid_loss < self.best_loss  # strict; a NaN loss never improves
-        if improved:
-            self.best_loss, self.best_epoch, self.epochs_since_best = valid_loss, epoch, 0
-            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            self.epochs_since_best += 1
-        self.log(
-            f"{self.prefix}epoch {epoch:3d}  train loss {train_loss:.6f}  valid loss {valid_loss:.6f}  "
-            f"{seconds:6.1f}s{'  *best' if improved else ''}"
-        )
-        self.stopped = self.epochs_since_best >= self.config.early_stop
-        return self.stopped
-
-    def finish(
-        self, model: ALSTMModel, device: torch.device, started: float, n_train: int, n_valid: int, engine: str
-    ) -> TrainResult:
-        """Restore the best epoch's weights into `model` (moved to the CPU, eval mode) → TrainResult."""
-        if self.best_state is None:
-            raise RuntimeError(
-                f"{self.prefix}the validation loss was never finite in {len(self.valid_losses)} epochs "
-                f"(last {self.valid_losses[-1]}); training diverged, no model to keep"
-            )
-        model.load_state_dict(self.best_state)
-        model.cpu().eval()
-        wall_seconds = time.perf_counter() - started
-        self.log(
-            f"{self.prefix}best epoch {self.best_epoch} (valid loss {self.best_loss:.6f}); {len(self.valid_losses)} "
-            f"epochs{' (early stop)' if self.stopped else ''} in {wall_seconds:.1f}s"
-        )
-        return TrainResult(
-            model=model,
-            config=self.config,
-            best_epoch=self.best_epoch,
-            train_losses=self.train_losses,
-            valid_losses=self.valid_losses,
-            epoch_seconds=self.epoch_seconds,
-            device=str(device),
-            wall_seconds=wall_seconds,
-            stopped_early=self.stopped,
-            n_train_samples=n_train,
-            n_valid_samples=n_valid,
-            train_loss_source="scoring pass" if self.config.score_train else "training batches",
-            engine=engine,
-        )
-
-
-def optimizer_step(model: ALSTMModel, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    """One update as Qlib's train_epoch makes it (§7.2): backward, clip every gradient
-    element to ±GRAD_CLIP_VALUE, Adam step."""
-    optimizer.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_value_(model.parameters(), GRAD_CLIP_VALUE)
-    optimizer.step()
-
-
-def build_model(config: TrainConfig, initial_model: ALSTMModel | None = None) -> ALSTMModel:
-    """The run's fresh model on the CPU: torch seeded first (§7.2: init draws), then warm-start weights."""
-    if config.seed is not None:
-        torch.manual_seed(config.seed)
-    model = ALSTMModel(
-        d_feat=config.d_feat,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        dropout=config.dropout,
-        rnn_type=config.rnn_type,
-    )
-    if initial_model is not None:
-        _load_initial_weights(model, initial_model)
-    return model
+    return mean_ignoring_nan(losses)
 
 
 def graphs_unusable(config: TrainConfig, device: torch.device, train: SampleSet) -> str | None:
@@ -314,7 +141,7 @@ def train_alstm(
         f"early stop {config.early_stop}, seed {config.seed}"
     )
 
-    run = _RunLog(config, log)
+    run = RunLog(config, log)
     for _ in range(config.n_epochs):
         epoch_start = time.perf_counter()
         progress = Progress(f"{run.prefix}epoch {len(run.valid_losses)}: training batches", log)
@@ -324,39 +151,12 @@ def train_alstm(
         if config.score_train:
             train_loss = _score_pass(model, train, train_score_batches, train_has_nan)
         else:
-            train_loss = _mean_ignoring_nan(batch_losses)
+            train_loss = mean_ignoring_nan(batch_losses)
         sequential_pass_start()
         valid_loss = _score_pass(model, valid, valid_batches, valid_has_nan)
         if run.record(model, train_loss, valid_loss, time.perf_counter() - epoch_start):
             break
     return run.finish(model, device, started, len(train), len(valid), "eager")
-
-
-@dataclass
-class SeedsResult:
-    """Outcome of `train_seeds`: one TrainResult per seed and their ensemble (mean score)."""
-
-    config: TrainConfig
-    runs: list[TrainResult]  # in config.seed_list order
-    ensemble: SeedEnsemble  # members on the CPU, eval mode
-    device: str
-    engine: str
-    wall_seconds: float
-
-    @property
-    def seeds(self) -> list[int | None]:
-        return [run.seed for run in self.runs]
-
-    @property
-    def predictor(self) -> ALSTMModel | SeedEnsemble:
-        """What to save and score with: the bare model for one seed (Qlib's keys), else the ensemble."""
-        return self.runs[0].model if len(self.runs) == 1 else self.ensemble
-
-    def card(self, data_ranges=None, code: str | None = None) -> dict[str, object]:
-        """The checkpoint card of the unit (see checkpoint.build_card)."""
-        from alstm_pipeline.model.checkpoint import build_card  # checkpoint imports this module
-
-        return build_card(self, data_ranges, code)
 
 
 def train_seeds(

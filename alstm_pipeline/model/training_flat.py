@@ -28,14 +28,9 @@ import torch
 from alstm_pipeline.model.checks import TrainingInputError
 from alstm_pipeline.model.config import TrainConfig, resolve_device
 from alstm_pipeline.model.network import ALSTMModel
+from alstm_pipeline.model.results import TrainResult, mean_ignoring_nan
+from alstm_pipeline.model.steps import batch_mse, build_model, optimizer_step
 from alstm_pipeline.progress import Progress
-from alstm_pipeline.model.training import (
-    TrainResult,
-    _mean_ignoring_nan,
-    batch_mse,
-    build_model,
-    optimizer_step,
-)
 
 LABEL_COLUMN = "LABEL0"
 
@@ -164,7 +159,7 @@ def _score_pass(model: ALSTMModel, data: _DeviceSet, batch_size: int) -> float:
     for i, start in enumerate(starts):
         stop = start + batch_size
         losses[i] = batch_mse(model(data.features[start:stop]), data.labels[start:stop], data.has_nan)
-    return _mean_ignoring_nan(losses)
+    return mean_ignoring_nan(losses)
 
 
 def train_alstm_flat(
@@ -211,7 +206,7 @@ def train_alstm_flat(
         if config.score_train:
             train_loss = _score_pass(model, train_data, config.batch_size)
         else:
-            train_loss = _mean_ignoring_nan(batch_losses)
+            train_loss = mean_ignoring_nan(batch_losses)
         valid_loss = _score_pass(model, valid_data, config.batch_size)
         seconds = time.perf_counter() - epoch_start
         train_losses.append(train_loss)
