@@ -34,16 +34,6 @@ import pandas as pd
 
 from alstm_pipeline.settings import REPO_DIR, Settings, load_settings
 
-INSTANCE_YAML = """\
-# Written by alstm-pipeline: the instance its runs and `dg dev` share. One run at a time:
-# every run writes the same DuckDB file (the runs also hold the home's writer lock).
-concurrency:
-  runs:
-    max_concurrent_runs: 1
-telemetry:
-  enabled: false
-"""
-
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="alstm-pipeline", description=__doc__.split("\n\n")[0])
@@ -75,19 +65,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def open_instance(settings: Settings):
-    """The persistent Dagster instance of this home (created with our dagster.yaml)."""
-    import dagster as dg
+    """The persistent Dagster instance of this home: SQLite, or Postgres when configured."""
+    from alstm_pipeline.instance import open_home_instance
 
-    home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(INSTANCE_YAML)
-    return dg.DagsterInstance.from_config(str(home))
+    return open_home_instance(settings)
 
 
 def ui_hint(settings: Settings) -> str:
     default = REPO_DIR / "data" / "home" / "dagster"
-    if settings.dagster_home.resolve() == default.resolve():
+    if settings.dagster_home.resolve() == default.resolve() and settings.instance_storage == "sqlite":
         return f"open the UI: cd {REPO_DIR} && dg dev   (http://127.0.0.1:3000)"
     return f"open the UI: cd {REPO_DIR} && DAGSTER_HOME={settings.dagster_home} dg dev"
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import dagster as dg
 import pandas as pd
 
+from alstm_pipeline.instance import mark_failed_partitions
+
 RUN_JOB = "alstm_pipeline_run"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -122,6 +124,7 @@ def materialize(
         after_vintage = after_vintage or step.partitioned_by == "vintages"
         results.append(result)
         if not result.success:
+            mark_failed_partitions(instance, result.run_id)  # visible as failed in the UI
             break
     return results
 

@@ -1,0 +1,158 @@
+"""The Dagster instance runs are recorded in: SQLite under the home, or Postgres for a deployment.
+
+- **Embedded default** — SQLite storage in ``$ALSTM_PIPELINE_HOME/dagster`` (or
+  ``DAGSTER_HOME``), shared with ``dg dev`` through the repository's ``dagster.yaml``.
+- **Postgres** — when ``ALSTM_PIPELINE_POSTGRES_URL`` or ``ALSTM_PIPELINE_POSTGRES_HOST``
+  (with ``_PORT``, ``_USER``, ``_PASSWORD``, ``_DB``) is set: runs, events and schedules
+  live in that database (``dagster-postgres``, the ``postgres`` extra). The instance file
+  names the variables (``{env: ...}``), so a password is read from the environment by each
+  process — CLI, webserver, daemon, code server — and never written to disk.
+  ``deploy/dagster.postgres.yaml`` is the same file for a deployment's DAGSTER_HOME.
+
+Both take the queued run coordinator (one run at a time: every run writes the one warehouse)
+and run monitoring (a run whose worker never starts, or never stops after a cancel, is
+failed by the daemon instead of hanging in the queue's only slot).
+
+**Bookkeeping flags** (environment variables Dagster reads per call; measured in
+``benchmarks/RESULTS.md``): ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1`` writes one
+"planned" event per asset for a range run instead of one per partition (both storages);
+``DAGSTER_EVENT_BATCH_SIZE`` writes a range run's materialization events in batches, one
+INSERT each on Postgres (SQLite stores a batch event by event, so it gains nothing there).
+The CLI sets them for itself unless the environment already does. The partition-subset
+flag has a cost Dagster's source states: its partitions are no longer marked failed when
+the run fails, because failed partitions are read from per-partition planned events.
+``mark_failed_partitions`` restores exactly that after a failed run (runner.materialize
+calls it), so the UI still shows which partitions failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import dagster as dg
+
+from alstm_pipeline.settings import Settings
+
+# The first line of every instance file the CLI writes; a file without it is the user's and
+# is never overwritten.
+MARKER = "# Written by alstm-pipeline"
+
+# Flags per storage (see the module docstring). 1,000 events per batch: a full-history
+# range run of one asset is ~3,700 materializations, so four INSERTs.
+BOOKKEEPING_FLAGS = {
+    "sqlite": {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1"},
+    "postgres": {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1", "DAGSTER_EVENT_BATCH_SIZE": "1000"},
+}
+
+_COMMON = """\
+# One run at a time: every run writes the same warehouse (the runs also hold the home's
+# writer lock). Runs from schedules, sensors and the UI queue in the queued run coordinator.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+# The daemon fails a run whose worker has not started after 3 minutes, or has not stopped
+# 3 minutes after a cancel, so a dead worker cannot hold the only run slot.
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+telemetry:
+  enabled: false
+"""
+
+_POSTGRES_PARTS = (
+    # (dagster-postgres field, variable, required)
+    ("hostname", "ALSTM_PIPELINE_POSTGRES_HOST", True),
+    ("port", "ALSTM_PIPELINE_POSTGRES_PORT", False),
+    ("username", "ALSTM_PIPELINE_POSTGRES_USER", True),
+    ("password", "ALSTM_PIPELINE_POSTGRES_PASSWORD", False),
+    ("db_name", "ALSTM_PIPELINE_POSTGRES_DB", True),
+)
+
+
+def postgres_storage_yaml(all_parts: bool = False) -> str:
+    """The ``storage:`` block for Postgres, naming the variables set now (``all_parts``: every
+    one, as in deploy/dagster.postgres.yaml). Optional parts left unset take Dagster's
+    defaults (port 5432, no password)."""
+    if os.environ.get("ALSTM_PIPELINE_POSTGRES_URL") and not all_parts:
+        return "storage:\n  postgres:\n    postgres_url:\n      env: ALSTM_PIPELINE_POSTGRES_URL\n"
+    lines = ["storage:", "  postgres:", "    postgres_db:"]
+    for field, variable, required in _POSTGRES_PARTS:
+        if required or all_parts or os.environ.get(variable):
+            lines += [f"      {field}:", f"        env: {variable}"]
+    # SQLAlchemy 2.1 reads a bare "postgresql" scheme as psycopg 3; dagster-postgres ships psycopg2.
+    lines.append("      scheme: postgresql+psycopg2")
+    return "\n".join(lines) + "\n"
+
+
+def instance_yaml(settings: Settings) -> str:
+    """The instance file for the settings' storage (SQLite: the default storage under the folder)."""
+    head = f"{MARKER}: the Dagster instance its runs and the UI share ({settings.instance_storage}).\n"
+    storage = postgres_storage_yaml() if settings.instance_storage == "postgres" else ""
+    return head + storage + _COMMON
+
+
+def deploy_instance_yaml() -> str:
+    """deploy/dagster.postgres.yaml: a deployment's DAGSTER_HOME/dagster.yaml (every variable named)."""
+    return DEPLOY_HEADER + postgres_storage_yaml(all_parts=True) + _COMMON
+
+
+DEPLOY_HEADER = """\
+# The Dagster instance of a deployment: copy to $DAGSTER_HOME/dagster.yaml for the webserver,
+# the daemon and the code server (generated by alstm_pipeline.instance.deploy_instance_yaml).
+# Every process reads the server from the environment: ALSTM_PIPELINE_POSTGRES_HOST, _PORT,
+# _USER, _PASSWORD, _DB. Start them with the bookkeeping flags (README "Deploying beyond one
+# machine"): DAGSTER_EVENT_BATCH_SIZE=1000.
+"""
+
+
+def apply_bookkeeping_flags(storage: str) -> dict[str, str]:
+    """Set the storage's flags in this process unless the environment sets them; returns those in force."""
+    for name, value in BOOKKEEPING_FLAGS[storage].items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in BOOKKEEPING_FLAGS[storage]}
+
+
+def open_home_instance(settings: Settings) -> dg.DagsterInstance:
+    """The persistent instance of this home: its dagster.yaml (re)written for the configured
+    storage unless it is the user's own file, the bookkeeping flags applied."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    wanted = instance_yaml(settings)
+    if not config.exists() or (config.read_text().startswith(MARKER) and config.read_text() != wanted):
+        config.write_text(wanted)
+    apply_bookkeeping_flags(settings.instance_storage)
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def mark_failed_partitions(instance: dg.DagsterInstance, run_id: str) -> int:
+    """After a failed run: one planned event per partition it planned as a subset and did not
+    materialise, so those partitions read as failed, as without the partition-subset flag
+    (Dagster derives failed partitions from the latest per-partition planned event of a
+    failed run). Returns how many were marked; 0 for runs planned per partition."""
+    planned = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
+    subsets = [record.event_log_entry.dagster_event for record in planned
+               if record.event_log_entry.dagster_event.event_specific_data.partitions_subset is not None]
+    if not subsets:
+        return 0
+    done = {(event.asset_key, event.partition) for event in
+            (record.event_log_entry.dagster_event for record in
+             instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records)}
+    marked = 0
+    for event in subsets:
+        data = event.event_specific_data
+        for key in data.partitions_subset.get_partition_keys():
+            if (data.asset_key, key) in done:
+                continue
+            per_partition = data._replace(partition=key, partitions_subset=None)
+            instance.report_dagster_event(
+                event._replace(event_specific_data=per_partition,
+                               message=f"{data.asset_key.to_user_string()} partition {key} was planned and not materialized: the run failed"),
+                run_id, logging.DEBUG)
+            marked += 1
+    return marked
