@@ -135,14 +135,16 @@ def mark_failed_partitions(instance: dg.DagsterInstance, run_id: str) -> int:
     materialise, so those partitions read as failed, as without the partition-subset flag
     (Dagster derives failed partitions from the latest per-partition planned event of a
     failed run). Returns how many were marked; 0 for runs planned per partition."""
-    planned = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
-    subsets = [record.event_log_entry.dagster_event for record in planned
-               if record.event_log_entry.dagster_event.event_specific_data.partitions_subset is not None]
+    planned = [record.event_log_entry.dagster_event for record in
+               instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records]
+    subsets = [event for event in planned if event.event_specific_data.partitions_subset is not None]
     if not subsets:
         return 0
-    done = {(event.asset_key, event.partition) for event in
-            (record.event_log_entry.dagster_event for record in
-             instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records)}
+    # Materialised in the run, or already marked (a second call marks nothing).
+    done = {(event.asset_key, event.partition) for event in planned if event.partition is not None}
+    done |= {(event.asset_key, event.partition) for event in
+             (record.event_log_entry.dagster_event for record in
+              instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records)}
     marked = 0
     for event in subsets:
         data = event.event_specific_data
