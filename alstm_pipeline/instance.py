@@ -22,7 +22,11 @@ The CLI sets them for itself unless the environment already does. The partition-
 flag has a cost Dagster's source states: its partitions are no longer marked failed when
 the run fails, because failed partitions are read from per-partition planned events.
 ``mark_failed_partitions`` restores exactly that after a failed run (runner.materialize
-calls it), so the UI still shows which partitions failed.
+calls it), so the UI still shows which partitions failed (while a range run lasts, its
+partitions do not show as in progress: the same per-partition events are missing). Nothing
+adds those marks to runs the webserver or the daemon create (UI launches, schedules,
+sensors), so a deployment starts them without the partition-subset flag; those runs cover a
+few partitions each, where the flag saves little.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ BOOKKEEPING_FLAGS = {
     "postgres": {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1", "DAGSTER_EVENT_BATCH_SIZE": "1000"},
 }
 
-_COMMON = """\
+COMMON_YAML = """\
 # One run at a time: every run writes the same warehouse (the runs also hold the home's
 # writer lock). Runs from schedules, sensors and the UI queue in the queued run coordinator.
 run_coordinator:
@@ -93,12 +97,12 @@ def instance_yaml(settings: Settings) -> str:
     """The instance file for the settings' storage (SQLite: the default storage under the folder)."""
     head = f"{MARKER}: the Dagster instance its runs and the UI share ({settings.instance_storage}).\n"
     storage = postgres_storage_yaml() if settings.instance_storage == "postgres" else ""
-    return head + storage + _COMMON
+    return head + storage + COMMON_YAML
 
 
 def deploy_instance_yaml() -> str:
     """deploy/dagster.postgres.yaml: a deployment's DAGSTER_HOME/dagster.yaml (every variable named)."""
-    return DEPLOY_HEADER + postgres_storage_yaml(all_parts=True) + _COMMON
+    return DEPLOY_HEADER + postgres_storage_yaml(all_parts=True) + COMMON_YAML
 
 
 DEPLOY_HEADER = """\

@@ -65,7 +65,7 @@ def test_postgres_instance_file_names_variables_never_secrets(clean_env):
 def test_shipped_instance_files_match_the_generated_ones():
     assert (REPO_ROOT / "deploy" / "dagster.postgres.yaml").read_text() == inst.deploy_instance_yaml()
     root = (REPO_ROOT / "dagster.yaml").read_text()
-    assert root.endswith(inst._COMMON) and "base_dir: data/home/dagster" in root
+    assert root.endswith(inst.COMMON_YAML) and "base_dir: data/home/dagster" in root
 
 
 def test_home_instance_file_follows_the_storage_but_never_replaces_a_users_file(clean_env, tmp_path):
