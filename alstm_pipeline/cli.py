@@ -73,7 +73,7 @@ def open_instance(settings: Settings):
 
 def ui_hint(settings: Settings) -> str:
     default = REPO_DIR / "data" / "home" / "dagster"
-    if settings.dagster_home.resolve() == default.resolve() and settings.instance_storage == "sqlite":
+    if settings.dagster_home.resolve() == default.resolve():
         return f"open the UI: cd {REPO_DIR} && dg dev   (http://127.0.0.1:3000)"
     return f"open the UI: cd {REPO_DIR} && DAGSTER_HOME={settings.dagster_home} dg dev"
 

@@ -49,21 +49,27 @@ BOOKKEEPING_FLAGS = {
     "postgres": {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1", "DAGSTER_EVENT_BATCH_SIZE": "1000"},
 }
 
-COMMON_YAML = """\
-# One run at a time: every run writes the same warehouse (the runs also hold the home's
-# writer lock). Runs from schedules, sensors and the UI queue in the queued run coordinator.
+# The queued run coordinator and run monitoring, as the repository's dagster.yaml has them too.
+COORDINATION_YAML = """\
+# Runs from schedules, sensors and the UI wait in the queued run coordinator. The daemon
+# fails a run whose worker has not started after 3 minutes, or has not stopped 3 minutes
+# after a cancel, so a dead worker cannot hold the only run slot.
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
-concurrency:
-  runs:
-    max_concurrent_runs: 1
-# The daemon fails a run whose worker has not started after 3 minutes, or has not stopped
-# 3 minutes after a cancel, so a dead worker cannot hold the only run slot.
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180
   cancel_timeout_seconds: 180
+"""
+
+COMMON_YAML = """\
+# One run at a time: every run writes the same warehouse (the runs also hold the home's
+# writer lock).
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+""" + COORDINATION_YAML + """\
 telemetry:
   enabled: false
 """
@@ -76,6 +82,27 @@ _POSTGRES_PARTS = (
     ("password", "ALSTM_PIPELINE_POSTGRES_PASSWORD", False),
     ("db_name", "ALSTM_PIPELINE_POSTGRES_DB", True),
 )
+
+
+def instance_storage() -> str:
+    """``postgres`` when ALSTM_PIPELINE_POSTGRES_URL or _HOST is set, else ``sqlite``; a
+    ValueError names every problem of the Postgres variables at once."""
+    env = os.environ.get
+    url, host = env("ALSTM_PIPELINE_POSTGRES_URL"), env("ALSTM_PIPELINE_POSTGRES_HOST")
+    if not url and not host:
+        return "sqlite"
+    problems = []
+    if url and host:
+        problems.append("set ALSTM_PIPELINE_POSTGRES_URL or ALSTM_PIPELINE_POSTGRES_HOST, not both")
+    if url and not url.startswith("postgresql+psycopg2://"):
+        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which dagster-postgres does not install.
+        problems.append("ALSTM_PIPELINE_POSTGRES_URL must start with postgresql+psycopg2:// (the driver dagster-postgres ships)")
+    if host:
+        problems += [f"{name} is not set" for name in ("ALSTM_PIPELINE_POSTGRES_USER", "ALSTM_PIPELINE_POSTGRES_DB")
+                     if not env(name)]
+    if problems:
+        raise ValueError("Postgres instance storage: " + "; ".join(problems))
+    return "postgres"
 
 
 def postgres_storage_yaml(all_parts: bool = False) -> str:
@@ -93,11 +120,10 @@ def postgres_storage_yaml(all_parts: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def instance_yaml(settings: Settings) -> str:
-    """The instance file for the settings' storage (SQLite: the default storage under the folder)."""
-    head = f"{MARKER}: the Dagster instance its runs and the UI share ({settings.instance_storage}).\n"
-    storage = postgres_storage_yaml() if settings.instance_storage == "postgres" else ""
-    return head + storage + COMMON_YAML
+def instance_yaml(storage: str) -> str:
+    """The instance file for ``storage`` (SQLite: the default storage under the folder)."""
+    head = f"{MARKER}: the Dagster instance its runs and the UI share ({storage}).\n"
+    return head + (postgres_storage_yaml() if storage == "postgres" else "") + COMMON_YAML
 
 
 def deploy_instance_yaml() -> str:
@@ -124,13 +150,14 @@ def apply_bookkeeping_flags(storage: str) -> dict[str, str]:
 def open_home_instance(settings: Settings) -> dg.DagsterInstance:
     """The persistent instance of this home: its dagster.yaml (re)written for the configured
     storage unless it is the user's own file, the bookkeeping flags applied."""
+    storage = instance_storage()
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    wanted = instance_yaml(settings)
+    wanted = instance_yaml(storage)
     if not config.exists() or (config.read_text().startswith(MARKER) and config.read_text() != wanted):
         config.write_text(wanted)
-    apply_bookkeeping_flags(settings.instance_storage)
+    apply_bookkeeping_flags(storage)
     return dg.DagsterInstance.from_config(str(home))
 
 

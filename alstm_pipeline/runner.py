@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import dagster as dg
 import pandas as pd
 
-from alstm_pipeline.instance import mark_failed_partitions
-
 RUN_JOB = "alstm_pipeline_run"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -91,10 +89,15 @@ def execute_step(
     ops = {name: value for name, value in config.get("ops", {}).items()
            if dg.AssetKey(name) in step.keys}
     config = {**config, "ops": ops} if ops else {key: value for key, value in config.items() if key != "ops"}
-    return job_def.execute_in_process(
+    result = job_def.execute_in_process(
         instance=instance, tags=run_tags, partition_key=partition_key, raise_on_error=False,
         asset_selection=list(step.keys), run_config=config,
     )
+    if not result.success:
+        from alstm_pipeline.instance import mark_failed_partitions
+
+        mark_failed_partitions(instance, result.run_id)  # failed in the UI despite the partition-subset flag
+    return result
 
 
 def materialize(
@@ -124,7 +127,6 @@ def materialize(
         after_vintage = after_vintage or step.partitioned_by == "vintages"
         results.append(result)
         if not result.success:
-            mark_failed_partitions(instance, result.run_id)  # visible as failed in the UI
             break
     return results
 

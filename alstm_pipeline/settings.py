@@ -14,7 +14,6 @@
 | ``ALSTM_PIPELINE_TRAIN_DAYS`` / ``_VALID_DAYS`` | ``1764`` / ``504`` | rolling window lengths in trading days (≈ 7 and 2 years, Qlib's split) |
 | ``ALSTM_PIPELINE_TRUNC_DAYS`` | ``3`` | trading days between a vintage's last sample and its first scored day |
 | ``ALSTM_PIPELINE_WARM_START`` / ``_WARM_START_EPOCHS`` | ``1`` / ``5`` | scheduled retrains start from the vintage in force |
-| ``ALSTM_PIPELINE_POSTGRES_URL`` or ``_POSTGRES_HOST`` (+ ``_PORT``, ``_USER``, ``_PASSWORD``, ``_DB``) | unset | the Dagster instance stores runs and events in Postgres (alstm_pipeline.instance) |
 
 Partition bounds come from the settings or, when unset, from cheap metadata of the
 source (Parquet footer statistics, a Qlib calendar file, first/last lines of CSV files):
@@ -72,9 +71,6 @@ class Settings:
     trunc_days: int = 3
     warm_start: bool = True
     warm_start_epochs: int = 5
-    # "postgres" when ALSTM_PIPELINE_POSTGRES_URL or _HOST is set; the instance file names
-    # the variables, so no password is ever written to disk (alstm_pipeline.instance).
-    instance_storage: str = "sqlite"
 
     @property
     def warehouse_path(self) -> Path:
@@ -111,25 +107,4 @@ def load_settings() -> Settings:
         trunc_days=_int("ALSTM_PIPELINE_TRUNC_DAYS", Settings.trunc_days),
         warm_start=_flag("ALSTM_PIPELINE_WARM_START", Settings.warm_start),
         warm_start_epochs=_int("ALSTM_PIPELINE_WARM_START_EPOCHS", Settings.warm_start_epochs),
-        instance_storage=_instance_storage(),
     )
-
-
-def _instance_storage() -> str:
-    """``postgres`` when a Postgres server is configured (checked here, all problems at once)."""
-    env = os.environ.get
-    url, host = env("ALSTM_PIPELINE_POSTGRES_URL"), env("ALSTM_PIPELINE_POSTGRES_HOST")
-    if not url and not host:
-        return "sqlite"
-    problems = []
-    if url and host:
-        problems.append("set ALSTM_PIPELINE_POSTGRES_URL or ALSTM_PIPELINE_POSTGRES_HOST, not both")
-    if url and not url.startswith("postgresql+psycopg2://"):
-        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which dagster-postgres does not install.
-        problems.append("ALSTM_PIPELINE_POSTGRES_URL must start with postgresql+psycopg2:// (the driver dagster-postgres ships)")
-    if host:
-        problems += [f"{name} is not set" for name in ("ALSTM_PIPELINE_POSTGRES_USER", "ALSTM_PIPELINE_POSTGRES_DB")
-                     if not env(name)]
-    if problems:
-        raise ValueError("Postgres instance storage: " + "; ".join(problems))
-    return "postgres"

@@ -30,49 +30,49 @@ def clean_env(monkeypatch, tmp_path):
 
 
 def test_sqlite_unless_a_postgres_server_is_configured(clean_env):
-    assert load_settings().instance_storage == "sqlite"
+    assert inst.instance_storage() == "sqlite"
     clean_env.setenv("ALSTM_PIPELINE_POSTGRES_HOST", "db.internal")
     clean_env.setenv("ALSTM_PIPELINE_POSTGRES_USER", "dagster")
     clean_env.setenv("ALSTM_PIPELINE_POSTGRES_DB", "dagster")
-    assert load_settings().instance_storage == "postgres"
+    assert inst.instance_storage() == "postgres"
 
 
 def test_every_postgres_configuration_problem_in_one_error(clean_env):
     clean_env.setenv("ALSTM_PIPELINE_POSTGRES_HOST", "db.internal")
     with pytest.raises(ValueError) as error:
-        load_settings()
+        open_instance(load_settings())
     assert "ALSTM_PIPELINE_POSTGRES_USER is not set" in str(error.value)
     assert "ALSTM_PIPELINE_POSTGRES_DB is not set" in str(error.value)
     clean_env.setenv("ALSTM_PIPELINE_POSTGRES_URL", "postgresql://u:p@db/dagster")
     with pytest.raises(ValueError, match="not both.*postgresql\\+psycopg2://"):
-        load_settings()
+        inst.instance_storage()
 
 
 def test_postgres_instance_file_names_variables_never_secrets(clean_env):
     for name, value in {"HOST": "db.internal", "USER": "dagster", "DB": "runs", "PASSWORD": "s3cret"}.items():
         clean_env.setenv(f"ALSTM_PIPELINE_POSTGRES_{name}", value)
-    text = inst.instance_yaml(load_settings())
+    text = inst.instance_yaml(inst.instance_storage())
     assert "s3cret" not in text and "db.internal" not in text
     assert "env: ALSTM_PIPELINE_POSTGRES_PASSWORD" in text
     assert "env: ALSTM_PIPELINE_POSTGRES_PORT" not in text  # unset: Dagster's default port
     assert "scheme: postgresql+psycopg2" in text
     clean_env.delenv("ALSTM_PIPELINE_POSTGRES_HOST")
     clean_env.setenv("ALSTM_PIPELINE_POSTGRES_URL", "postgresql+psycopg2://dagster:s3cret@db.internal/runs")
-    text = inst.instance_yaml(load_settings())
+    text = inst.instance_yaml(inst.instance_storage())
     assert "s3cret" not in text and "env: ALSTM_PIPELINE_POSTGRES_URL" in text
 
 
 def test_shipped_instance_files_match_the_generated_ones():
     assert (REPO_ROOT / "deploy" / "dagster.postgres.yaml").read_text() == inst.deploy_instance_yaml()
     root = (REPO_ROOT / "dagster.yaml").read_text()
-    assert root.endswith(inst.COMMON_YAML) and "base_dir: data/home/dagster" in root
+    assert inst.COORDINATION_YAML in root and "base_dir: data/home/dagster" in root
 
 
 def test_home_instance_file_follows_the_storage_but_never_replaces_a_users_file(clean_env, tmp_path):
     settings = load_settings()
     config = settings.dagster_home / "dagster.yaml"
     open_instance(settings).dispose()
-    assert config.read_text() == inst.instance_yaml(settings)
+    assert config.read_text() == inst.instance_yaml("sqlite")
     # A file written by an earlier version of the CLI is ours: brought up to date.
     config.write_text(inst.MARKER + ": old\nconcurrency:\n  runs:\n    max_concurrent_runs: 1\n")
     open_instance(settings).dispose()

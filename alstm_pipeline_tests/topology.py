@@ -75,8 +75,6 @@ def deployment_env(home: Path, pg: Postgres) -> dict[str, str]:
     }
     (home / "dagster").mkdir(exist_ok=True)
     (home / "dagster" / "dagster.yaml").write_text(INSTANCE_YAML.read_text())
-    (home / "workspace.yaml").write_text(
-        f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {{port}}\n      location_name: {LOCATION}\n")
     return env
 
 
@@ -144,8 +142,10 @@ def _wait(what: str, ready, processes: list[subprocess.Popen], logs: Path, timeo
 def running_topology(home: Path, env: dict[str, str], timeout: float = 240.0) -> Iterator[Topology]:
     """Code server, webserver and daemon against the home's instance; stopped on exit."""
     grpc_port, web_port = free_port(), free_port()
+    # The webserver and the daemon reach the code location over gRPC, as in a deployment.
     workspace = home / "workspace.yaml"
-    workspace.write_text(workspace.read_text().replace("{port}", str(grpc_port)))
+    workspace.write_text(
+        f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n      location_name: {LOCATION}\n")
     bin_dir = Path(sys.executable).parent
     commands = {
         "code-server": [sys.executable, "-m", "dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(grpc_port),
