@@ -17,7 +17,6 @@ from types import SimpleNamespace
 import pytest
 
 from alstm_pipeline.runner import RANGE_END_TAG, RANGE_START_TAG
-from alstm_pipeline.warehouse import Warehouse
 from alstm_pipeline_tests import topology as topo
 from alstm_pipeline_tests.conftest import REPO_ROOT
 from alstm_pipeline_tests.postgres import postgres  # noqa: F401  (the fixture)
@@ -54,7 +53,7 @@ def deployment(postgres, tmp_path_factory):  # noqa: F811
     while any(process_group_alive(g) for g in answers.groups.values()) and time.monotonic() < deadline:
         time.sleep(0.2)
     answers.alive = [name for name, group in answers.groups.items() if process_group_alive(group)]
-    warehouse = Warehouse(home / "warehouse.duckdb")
+    warehouse = topo.topology_warehouse(home, env)
     answers.raw = warehouse.query("SELECT date, count(*) AS n FROM raw_ohlcv WHERE date BETWEEN ? AND ? GROUP BY date ORDER BY date",
                                   list(DAILY))
     answers.scores = warehouse.query("SELECT date, count(*) AS n, min(model_version) AS version FROM predictions "

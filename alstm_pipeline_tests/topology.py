@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from alstm_pipeline.warehouse import Warehouse
 from alstm_pipeline_tests.conftest import REPO_ROOT, SAMPLE_PATH
 from alstm_pipeline_tests.postgres import Postgres
 from alstm_pipeline_tests.webserver import free_port, graphql
@@ -46,15 +47,21 @@ DAILY_DAYS = ("2017-03-01", "2017-03-03")
 MULTIPROCESS = {"multiprocess": {"max_concurrent": 2}}
 
 
+# ---- THE ONE PLACE THAT CHOOSES THE TOPOLOGY'S WAREHOUSE (the two functions below) ----
 def warehouse_env(home: Path, pg: Postgres) -> dict[str, str]:
-    """THE ONE PLACE THAT CHOOSES THE TOPOLOGY'S WAREHOUSE.
-
-    Variables given to every process (the seed, the code server and the run workers it
+    """Variables given to every process (the seed, the code server and the run workers it
     starts, the webserver, the daemon). Empty: the embedded default, one DuckDB file under
-    the home. To run the topology on DuckLake, return the settings that select it here (its
-    catalog can live in ``pg``, its data under ``home``); nothing else in the test changes.
-    """
+    the home. For DuckLake with its catalog in this Postgres, return the warehouse setting
+    that selects it, e.g. ``{"ALSTM_PIPELINE_WAREHOUSE": f"ducklake:postgres:dbname={pg.database}
+    host={pg.host} port={pg.port} user={pg.user}", "PGPASSWORD": pg.password}`` (data under
+    the home by default), and open it the same way in ``topology_warehouse``."""
     return {}
+
+
+def topology_warehouse(home: Path, env: dict[str, str]) -> Warehouse:
+    """The warehouse the test reads the rows back from: the one ``warehouse_env`` selects."""
+    return Warehouse(home / "warehouse.duckdb")
+# ---- end of the warehouse choice ----
 
 
 def deployment_env(home: Path, pg: Postgres) -> dict[str, str]:

@@ -24,7 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from alstm_pipeline.runner import RANGE_END_TAG, RANGE_START_TAG  # noqa: E402
-from alstm_pipeline.warehouse import Warehouse  # noqa: E402
 from alstm_pipeline_tests import topology as topo  # noqa: E402
 from alstm_pipeline_tests.postgres import running_postgres  # noqa: E402
 
@@ -56,7 +55,7 @@ def main() -> None:
                   flush=True)
             if keep:
                 input("servers up; press Enter to stop them ")
-        rows = Warehouse(home / "warehouse.duckdb").query(
+        rows = topo.topology_warehouse(home, env).query(
             "SELECT (SELECT count(*) FROM raw_ohlcv WHERE date BETWEEN ? AND ?) AS raw, "
             "(SELECT count(*) FROM predictions WHERE date BETWEEN ? AND ?) AS scores", list(topo.DAILY_DAYS) * 2)
         print(f"rows written for the days: raw_ohlcv {int(rows['raw'][0])}, predictions {int(rows['scores'][0])}")
