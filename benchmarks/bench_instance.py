@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,7 @@ def run_case(case: str) -> dict:
                 row["instance_mb"] = connection.execute(sa.text("select pg_database_size(current_database())")).scalar() / 1e6
         elif case != "ephemeral":
             row["instance_mb"] = _size(home / "dagster") / 1e6
+    shutil.rmtree(home, ignore_errors=True)
     return row
 
 
