@@ -48,24 +48,6 @@ import pandas as pd
 from alstm_pipeline.settings import REPO_DIR, Settings, load_settings
 
 ROLLING_EXPERIMENT = "rolling"  # evaluate-rolling's vintages and scores (warehouse.registry: experiments)
-INSTANCE_YAML = """\
-# Written by alstm-pipeline: the instance its runs and `dg dev` share. One run at a time:
-# every run writes the same DuckDB file (the runs also hold the home's writer lock).
-concurrency:
-  runs:
-    max_concurrent_runs: 1
-# The daemon fails a UI run whose worker never started or never finished canceling; a run
-# whose process died is marked failed by the reap_dead_runs sensor and by the next run.
-run_monitoring:
-  enabled: true
-  # A CLI run stays NOT_STARTED while Dagster records its planned partitions (minutes for
-  # years of days, DESIGN.md known costs): a shorter start timeout would fail it mid-run.
-  start_timeout_seconds: 3600
-  cancel_timeout_seconds: 180
-  poll_interval_seconds: 30
-telemetry:
-  enabled: false
-"""
 
 
 DESCRIPTION = ("alstm-pipeline: Qlib's ALSTM workflow as Dagster assets in one DuckDB file, run from the "
@@ -143,16 +125,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def open_instance(settings: Settings):
-    """The persistent Dagster instance of this home (created with our dagster.yaml)."""
-    import dagster as dg
+    """The persistent Dagster instance of this home: SQLite, or Postgres when configured."""
+    from alstm_pipeline.instance import open_home_instance
 
-    home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists() or (config.read_text().startswith(INSTANCE_YAML.splitlines()[0])
-                               and "run_monitoring" not in config.read_text()):
-        config.write_text(INSTANCE_YAML)  # new, or written by an older alstm-pipeline
-    return dg.DagsterInstance.from_config(str(home))
+    return open_home_instance(settings)
 
 
 def ui_hint(settings: Settings) -> str:

@@ -135,10 +135,15 @@ def execute_step(
     ops = {name: value for name, value in config.get("ops", {}).items()
            if dg.AssetKey(name) in step.keys}
     config = {**config, "ops": ops} if ops else {key: value for key, value in config.items() if key != "ops"}
-    return job_def.execute_in_process(
+    result = job_def.execute_in_process(
         instance=instance, tags=run_tags, partition_key=partition_key, raise_on_error=False,
         asset_selection=list(step.keys), run_config=config,
     )
+    if not result.success:
+        from alstm_pipeline.instance import mark_failed_partitions
+
+        mark_failed_partitions(instance, result.run_id)  # failed in the UI despite the partition-subset flag
+    return result
 
 
 def materialize(
