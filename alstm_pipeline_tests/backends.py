@@ -8,13 +8,9 @@ extension wheels: without them those cases skip with the reason (the dev extra h
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import shutil
-import socket
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,9 +18,9 @@ import pytest
 
 from alstm_pipeline.warehouse import Warehouse
 from alstm_pipeline.warehouse.backends import open_warehouse
+from alstm_pipeline_tests.postgres import Postgres, PostgresUnavailable, running_postgres, server_bindir
 
 BACKENDS = ("duckdb", "ducklake-sqlite", "ducklake-duckdb", "ducklake-postgres")
-PG_BIN = Path(os.environ.get("ALSTM_PG_BIN", "/usr/lib/postgresql/15/bin"))
 _databases = itertools.count()
 
 
@@ -36,47 +32,27 @@ def ducklake_available() -> bool:
         return False
 
 
-@contextlib.contextmanager
-def running_postgres() -> Iterator[dict[str, str]]:
-    """A real Postgres on 127.0.0.1 in a temp dir, stopped and removed at the end: libpq
-    settings (host, port, user)."""
-    folder = Path(tempfile.mkdtemp(prefix="alstm_pg_"))
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:  # initdb refuses root
-        shutil.chown(folder, "postgres")
-    with contextlib.closing(socket.socket()) as probe:  # a port free now on 127.0.0.1
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    run = lambda *args: subprocess.run([*as_postgres, *args], check=True, capture_output=True, text=True)  # noqa: E731
-    run(str(PG_BIN / "initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "postgres")
-    try:
-        run(str(PG_BIN / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"), "-w",
-            "-o", f"-h 127.0.0.1 -p {port} -k {folder}", "start")
-    except subprocess.CalledProcessError as error:
-        raise RuntimeError(f"Postgres did not start: {(folder / 'log').read_text()[-2000:]}") from error
-    try:
-        yield {"host": "127.0.0.1", "port": port, "user": "postgres"}
-    finally:
-        run(str(PG_BIN / "pg_ctl"), "-D", str(folder / "data"), "-m", "fast", "-w", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-# TODO(lead): replace by the shared Postgres fixture when it is merged; this one is
-# deliberately small: initdb + pg_ctl as user postgres on 127.0.0.1, stopped at the end.
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[dict[str, str]]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"no PostgreSQL binaries at {PG_BIN} (set ALSTM_PG_BIN)")
-    with running_postgres() as server:
-        yield server
+def postgres_server() -> Iterator[Postgres]:
+    """The project's real Postgres (postgres.py), one for the session's DuckLake catalogs;
+    skipped, with the reason, only if it cannot start."""
+    server = running_postgres()
+    try:
+        pg = server.__enter__()
+    except PostgresUnavailable as reason:
+        pytest.skip(f"no PostgreSQL server could start here: {reason}")
+    try:
+        yield pg
+    finally:
+        server.__exit__(None, None, None)
 
 
-def postgres_catalog(server: dict[str, str]) -> str:
+def postgres_catalog(server: Postgres) -> str:
     """A new, empty database on the server, as a DuckLake catalog string."""
     name = f"lake_{os.getpid()}_{next(_databases)}"
-    subprocess.run([str(PG_BIN / "createdb"), "-h", server["host"], "-p", server["port"], "-U", server["user"], name],
-                   check=True, capture_output=True)
-    return f"postgres:dbname={name} host={server['host']} port={server['port']} user={server['user']}"
+    subprocess.run([str(server_bindir() / "createdb"), "-h", server.host, "-p", str(server.port), "-U", server.user, name],
+                   check=True, capture_output=True, env={**os.environ, "PGPASSWORD": server.password})
+    return f"postgres:dbname={name} host={server.host} port={server.port} user={server.user} password={server.password}"
 
 
 def warehouse_spec(backend: str, folder: Path, request: pytest.FixtureRequest) -> str:

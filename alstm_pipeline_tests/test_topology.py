@@ -31,10 +31,13 @@ def deployment(postgres, tmp_path_factory):  # noqa: F811
     env = topo.deployment_env(home, postgres)
     seeded = topo.seed(env)
     with topo.running_topology(home, env) as topology:
-        multiprocess = topo.offers_multiprocess(topology, "daily_update")
-        run_id = topo.launch(topology, "daily_update", {RANGE_START_TAG: DAILY[0], RANGE_END_TAG: DAILY[1]},
-                             {"execution": {"config": topo.MULTIPROCESS}} if multiprocess else None)
+        multiprocess = env.get("ALSTM_PIPELINE_EXECUTOR") == "multiprocess"  # topology.warehouse_env
+        # The evening's two runs, as the daily_update schedule and the score_new_days sensor
+        # launch them: the data days, then their scores.
+        run_id = topo.launch(topology, "data_days", {RANGE_START_TAG: DAILY[0], RANGE_END_TAG: DAILY[1]})
         run = topo.wait_for_run(topology, run_id)
+        scoring = topo.wait_for_run(topology, topo.launch(topology, "scoring_days",
+                                                          {RANGE_START_TAG: DAILY[0], RANGE_END_TAG: DAILY[1]}))
         # A CLI run on the same instance whose source is gone: it fails, with the partition-
         # subset flag on (the CLI's default), and the UI must still mark its days failed.
         cli = subprocess.run(
@@ -43,7 +46,7 @@ def deployment(postgres, tmp_path_factory):  # noqa: F811
             cwd=REPO_ROOT, env={**env, "ALSTM_PIPELINE_SOURCE": str(home / "gone.parquet")},
             capture_output=True, text=True, timeout=300)
         answers = SimpleNamespace(
-            seeded=seeded, run_id=run_id, run=run, multiprocess=multiprocess, cli=cli, groups=topology.groups,
+            seeded=seeded, run_id=run_id, run=run, scoring=scoring, multiprocess=multiprocess, cli=cli, groups=topology.groups,
             raw_statuses=topo.partition_statuses(topology, "raw_ohlcv"),
             raw_materialized=topology.graphql(topo.MATERIALIZED, {"key": {"path": ["raw_ohlcv"]}})["assetOrError"]
             ["assetMaterializations"],
@@ -74,6 +77,7 @@ def test_the_seed_ran_through_the_postgres_instance(deployment):
 def test_daily_run_was_queued_then_started_by_the_daemon_and_succeeded(deployment):
     run = deployment.run
     assert run["status"] == "SUCCESS", [e.get("message") for e in run["eventConnection"]["events"]][-20:]
+    assert deployment.scoring["status"] == "SUCCESS", [e.get("message") for e in deployment.scoring["eventConnection"]["events"]][-20:]
     kinds = [event["__typename"] for event in run["eventConnection"]["events"]]
     # Enqueued by the webserver's launch; only the daemon's run queue moves a queued run on
     # to STARTING (the launcher hands it to a worker of the code server), then it starts.
@@ -83,12 +87,10 @@ def test_daily_run_was_queued_then_started_by_the_daemon_and_succeeded(deploymen
     assert (tags[RANGE_START_TAG], tags[RANGE_END_TAG]) == DAILY
 
 
-def test_daily_run_used_the_executor_the_definitions_offer(deployment):
+def test_daily_run_used_the_multiprocess_executor(deployment):
     messages = " ".join(event.get("message") or "" for event in deployment.run["eventConnection"]["events"])
-    # multiprocess when the code location's executor accepts it (multi_or_in_process),
-    # otherwise the definitions' in-process executor: both are asserted, so neither is assumed.
-    expected = "multiprocess executor" if deployment.multiprocess else "in process"
-    assert expected in messages, messages[:2000]
+    # ALSTM_PIPELINE_EXECUTOR=multiprocess in every process of the deployment (topology.warehouse_env).
+    assert deployment.multiprocess and "multiprocess executor" in messages, messages[:2000]
 
 
 def test_daily_run_wrote_every_instrument_for_each_day(deployment):

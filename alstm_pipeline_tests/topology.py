@@ -43,24 +43,24 @@ VINTAGE_CONFIG = {"train_start": "2016-04-01", "train_end": "2016-09-30", "valid
                   "valid_end": "2016-12-30", "fit_start": "2016-04-01", "fit_end": "2016-09-30",
                   "handler_start": "2016-04-01", "n_epochs": 1, "seed": 7, "batch_size": 200}
 DAILY_DAYS = ("2017-03-01", "2017-03-03")
-# The executor the daily run asks for, when the code location's executor accepts it.
-MULTIPROCESS = {"multiprocess": {"max_concurrent": 2}}
 
 
 # ---- THE ONE PLACE THAT CHOOSES THE TOPOLOGY'S WAREHOUSE (the two functions below) ----
 def warehouse_env(home: Path, pg: Postgres) -> dict[str, str]:
     """Variables given to every process (the seed, the code server and the run workers it
-    starts, the webserver, the daemon). Empty: the embedded default, one DuckDB file under
-    the home. For DuckLake with its catalog in this Postgres, return the warehouse setting
-    that selects it, e.g. ``{"ALSTM_PIPELINE_WAREHOUSE": f"ducklake:postgres:dbname={pg.database}
-    host={pg.host} port={pg.port} user={pg.user}", "PGPASSWORD": pg.password}`` (data under
-    the home by default), and open it the same way in ``topology_warehouse``."""
-    return {}
+    starts, the webserver, the daemon): the DuckLake warehouse with its catalog in this
+    Postgres (data under the home), written by steps in their own processes (the
+    multiprocess executor, two at a time)."""
+    return {"ALSTM_PIPELINE_WAREHOUSE": f"ducklake:postgres:dbname={pg.database} host={pg.host} port={pg.port} user={pg.user}",
+            "PGPASSWORD": pg.password, "ALSTM_PIPELINE_EXECUTOR": "multiprocess", "ALSTM_PIPELINE_MAX_CONCURRENT": "2"}
 
 
 def topology_warehouse(home: Path, env: dict[str, str]) -> Warehouse:
     """The warehouse the test reads the rows back from: the one ``warehouse_env`` selects."""
-    return Warehouse(home / "warehouse.duckdb")
+    from alstm_pipeline.warehouse.backends import open_warehouse
+
+    # The test process has no PGPASSWORD of its own: the reader names the password itself.
+    return open_warehouse(f"{env['ALSTM_PIPELINE_WAREHOUSE']} password={env['PGPASSWORD']}", home)
 # ---- end of the warehouse choice ----
 
 
@@ -209,11 +209,6 @@ RUN = """query Run($id: ID!) { runOrError(runId: $id) { __typename ... on Run {
     eventConnection(afterCursor: null) { events { __typename ... on MessageEvent { message } } }
 } } }"""
 
-EXECUTION_SCHEMA = """query Schema($selector: PipelineSelector!) { runConfigSchemaOrError(selector: $selector) {
-    ... on RunConfigSchema { rootConfigType { ... on CompositeConfigType {
-        fields { name configType { ... on CompositeConfigType { fields { name configType {
-            ... on CompositeConfigType { fields { name } } } } } } } } } } } }"""
-
 PARTITION_STATUSES = """query Statuses($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
     assetPartitionStatuses { __typename ... on TimePartitionStatuses { ranges { status startKey endKey } } }
 } } }"""
@@ -226,18 +221,6 @@ def job_selector(topology: Topology, job: str) -> dict:
     (repository,) = topology.graphql(REPOSITORY)["repositoriesOrError"]["nodes"]
     return {"repositoryLocationName": repository["location"]["name"], "repositoryName": repository["name"],
             "pipelineName": job}
-
-
-def offers_multiprocess(topology: Topology, job: str) -> bool:
-    """Whether the job's executor takes ``multiprocess`` run config (multi_or_in_process)."""
-    answer = topology.graphql(EXECUTION_SCHEMA, {"selector": job_selector(topology, job)})["runConfigSchemaOrError"]
-    for field in answer["rootConfigType"]["fields"]:
-        if field["name"] == "execution":
-            config = (field["configType"].get("fields") or [])
-            inner = next((f for f in config if f["name"] == "config"), None)
-            names = {f["name"] for f in ((inner or {}).get("configType") or {}).get("fields") or []}
-            return "multiprocess" in names
-    return False
 
 
 def launch(topology: Topology, job: str, tags: dict[str, str], run_config: dict | None = None) -> str:

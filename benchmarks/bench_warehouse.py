@@ -77,7 +77,8 @@ def bench(name: str, spec: str, home: Path) -> None:
 
 
 def main() -> None:
-    from alstm_pipeline_tests.backends import postgres_catalog, running_postgres
+    from alstm_pipeline_tests.backends import postgres_catalog
+    from alstm_pipeline_tests.postgres import running_postgres
 
     os.environ["ALSTM_PIPELINE_MLFLOW"] = "0"
     print(f"load: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} CPUs")

@@ -5,9 +5,9 @@
 A real Postgres on 127.0.0.1 in a temp dir (durable: fsync on); the home seeded through it
 (8 instruments of the bundled sample, features and labels 2016-01..2017-02, one vintage
 trained for an epoch, its scores); then a code server, the webserver and the daemon as
-separate processes; the daily job launched through GraphQL for 2017-03-01..03 with the
-multiprocess executor when the definitions offer it. Prints the seconds of each phase, the
-run's status and the rows it wrote. ``--keep`` leaves the servers up until Enter is pressed
+separate processes; the daily job launched through GraphQL for 2017-03-01..03, run by the
+multiprocess executor into a DuckLake warehouse (catalog in the same Postgres). Prints the
+seconds of each phase, the run's status and the rows it wrote. ``--keep`` leaves the servers up until Enter is pressed
 (open the printed UI address to look around). The warehouse is chosen in
 alstm_pipeline_tests/topology.py (``warehouse_env``).
 """
@@ -44,15 +44,14 @@ def main() -> None:
         with topo.running_topology(home, env) as topology:
             print(f"code server + webserver + daemon ready: {time.perf_counter() - clock:.1f} s "
                   f"(UI http://127.0.0.1:{topology.port})", flush=True)
-            multiprocess = topo.offers_multiprocess(topology, "daily_update")
+            multiprocess = env.get("ALSTM_PIPELINE_EXECUTOR") == "multiprocess"  # topology.warehouse_env
             clock = time.perf_counter()
-            run_id = topo.launch(topology, "daily_update",
-                                 {RANGE_START_TAG: topo.DAILY_DAYS[0], RANGE_END_TAG: topo.DAILY_DAYS[1]},
-                                 {"execution": {"config": topo.MULTIPROCESS}} if multiprocess else None)
-            run = topo.wait_for_run(topology, run_id)
-            print(f"daily_update {topo.DAILY_DAYS[0]}..{topo.DAILY_DAYS[1]} launched via GraphQL → {run['status']}: "
-                  f"{time.perf_counter() - clock:.1f} s (executor: {'multiprocess' if multiprocess else 'in-process'})",
-                  flush=True)
+            days = {RANGE_START_TAG: topo.DAILY_DAYS[0], RANGE_END_TAG: topo.DAILY_DAYS[1]}
+            for job in ("data_days", "scoring_days"):  # the evening's two runs
+                run = topo.wait_for_run(topology, topo.launch(topology, job, days))
+                print(f"{job} {topo.DAILY_DAYS[0]}..{topo.DAILY_DAYS[1]} launched via GraphQL → {run['status']}: "
+                      f"{time.perf_counter() - clock:.1f} s (executor: {'multiprocess' if multiprocess else 'in-process'})",
+                      flush=True)
             if keep:
                 input("servers up; press Enter to stop them ")
         rows = topo.topology_warehouse(home, env).query(
