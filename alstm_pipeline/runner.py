@@ -265,7 +265,10 @@ class _Heartbeat:
         if run_id not in self.planned:  # written before the run starts: counted once
             records = self.instance.get_records_for_run(
                 run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=1_000_000).records
-            self.planned[run_id] = len(records)
+            # One event per partition, or (DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS,
+            # instance.py) one per asset naming its whole subset of partitions.
+            subsets = [record.event_log_entry.dagster_event.event_specific_data.partitions_subset for record in records]
+            self.planned[run_id] = sum(1 if subset is None else len(subset) for subset in subsets)
         return self.planned[run_id]
 
     def tick(self) -> None:
@@ -274,6 +277,7 @@ class _Heartbeat:
             return
         self.last = now
         for run in _own_unfinished_runs(self.instance):
+            elapsed = now - self.started  # this command's time until the run has started
             if run.status == dg.DagsterRunStatus.NOT_STARTED:
                 line = "Dagster is recording the run's planned partitions"
             else:
@@ -281,10 +285,12 @@ class _Heartbeat:
                 planned = self._planned(run.run_id)
                 line = (f"{stats.steps_succeeded} steps done, {stats.materializations}/{planned} partition "
                         "materialisations recorded")
+                if stats.start_time:
+                    elapsed = time.time() - stats.start_time  # this run's own time
                 if 0 < stats.materializations < planned and stats.start_time:
                     rate = stats.materializations / max(time.time() - stats.start_time, 1e-9)
                     line += f", about {(planned - stats.materializations) / rate:.0f} s left at this rate"
-            text = f"still running after {now - self.started:.0f} s: {line}"
+            text = f"still running after {elapsed:.0f} s: {line}"
             print(f"alstm-pipeline: run {run.run_id[:8]}: {text}", flush=True)
             self.instance.report_engine_event(text, run)
 

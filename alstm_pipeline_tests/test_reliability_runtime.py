@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -235,12 +236,19 @@ def test_training_reports_batches_within_an_epoch_with_an_eta(golden_dir, monkey
 
 def test_a_cli_run_reports_progress_in_the_terminal_and_the_runs_log(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(progress, "REPORT_EVERY_SECONDS", 0.0)
+    monkeypatch.setenv("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")  # as the CLI runs (instance.py)
     pipeline = TestPipeline(tmp_path, SAMPLE_PATH)
     outcome = run_stoppably(lambda: materialize(pipeline.defs, "universe,raw_ohlcv", pipeline.instance,
                                                 (FIRST, "2014-03-31")), pipeline.instance)
     assert outcome.stopped_by is None and outcome.results[-1].success
     run_id = outcome.results[-1].run_id
-    assert f"alstm-pipeline: run {run_id[:8]}: still running after" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"alstm-pipeline: run {run_id[:8]}: still running after" in out
+    # The total counts partitions, whether Dagster planned them one event each or one subset
+    # per asset (the partition-subset flag): raw_ohlcv's weekdays, and universe once
+    # (unpartitioned).
+    totals = {int(total) for total in re.findall(r"\d+/(\d+) partition materialisations", out)}
+    assert totals == {len(pd.bdate_range(FIRST, "2014-03-31")) + 1}, out[-2000:]
     notes = [event.message for event in pipeline.instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)]
     assert any(note.startswith("still running after") for note in notes)
 
