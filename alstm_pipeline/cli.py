@@ -140,6 +140,9 @@ def ui_command(settings: Settings, host: str, port: int) -> tuple[list[str], dic
     workspace, from any directory: the environment names the home and its instance, so
     nothing falls back to a temporary instance."""
     env = {**os.environ, "ALSTM_PIPELINE_HOME": str(settings.home), "DAGSTER_HOME": str(settings.dagster_home),
+           # Absolute: the UI runs in the instance's folder (open_ui), not the caller's.
+           "ALSTM_PIPELINE_SOURCE": str(settings.source.resolve()),
+           **({"ALSTM_PIPELINE_UNIVERSE": str(settings.universe.resolve())} if settings.universe else {}),
            # `dagster dev` suggests `dg dev`, which starts only from the project folder and
            # without DAGSTER_HOME falls back to a temporary instance: this is the one that fits.
            "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded"}
@@ -154,6 +157,9 @@ def open_ui(host: str, port: int) -> int:
     command, env = ui_command(settings, host, port)
     print(f"alstm-pipeline: UI on http://{host}:{port} for home {settings.home} (instance {settings.dagster_home}); "
           "Ctrl-C stops it", flush=True)
+    # From the instance's own folder: started in the repository root, Dagster would warn that
+    # the dagster.yaml there is not the one in use (DAGSTER_HOME names the home's).
+    os.chdir(settings.dagster_home)
     os.execve(sys.executable, command, env)
     return 0  # not reached
 
