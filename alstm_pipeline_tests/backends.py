@@ -18,7 +18,7 @@ import pytest
 
 from alstm_pipeline.warehouse import Warehouse
 from alstm_pipeline.warehouse.backends import open_warehouse
-from alstm_pipeline_tests.postgres import Postgres, PostgresUnavailable, running_postgres, server_bindir
+from alstm_pipeline_tests.postgres import Postgres, postgres_or_skip, server_bindir
 
 BACKENDS = ("duckdb", "ducklake-sqlite", "ducklake-duckdb", "ducklake-postgres")
 _databases = itertools.count()
@@ -34,17 +34,8 @@ def ducklake_available() -> bool:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Postgres]:
-    """The project's real Postgres (postgres.py), one for the session's DuckLake catalogs;
-    skipped, with the reason, only if it cannot start."""
-    server = running_postgres()
-    try:
-        pg = server.__enter__()
-    except PostgresUnavailable as reason:
-        pytest.skip(f"no PostgreSQL server could start here: {reason}")
-    try:
-        yield pg
-    finally:
-        server.__exit__(None, None, None)
+    """The project's real Postgres (postgres.py), one for the session's DuckLake catalogs."""
+    yield from postgres_or_skip()
 
 
 def postgres_catalog(server: Postgres) -> str:

@@ -130,9 +130,9 @@ def running_postgres(durable: bool = False) -> Iterator[Postgres]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    """A real server for a test module; skipped, with the reason, only if it cannot start."""
+def postgres_or_skip() -> Iterator[Postgres]:
+    """A fixture body: a real server for the fixture's scope; the test is skipped, with the
+    reason, only if it cannot start."""
     server = running_postgres()
     try:
         pg = server.__enter__()
@@ -142,3 +142,9 @@ def postgres() -> Iterator[Postgres]:
         yield pg
     finally:
         server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    """A real server for a test module (the instance and topology tests)."""
+    yield from postgres_or_skip()
