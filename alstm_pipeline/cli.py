@@ -472,12 +472,13 @@ def train_candidates(keys: list[str], calendar, model_config: dict, settings: Se
     CandidateError naming every vintage that failed (and leaves no folder then)."""
     from alstm_pipeline import vintage_pool
     from alstm_pipeline.defs.model import AlstmModelConfig
+    from alstm_pipeline.warehouse import backends
 
     folder = settings.models_dir / vintage_pool.CANDIDATES / pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S%f")
     form = AlstmModelConfig(**model_config)
     threads = threads or vintage_pool.threads_per_worker(workers)
     tasks = [vintage_pool.CandidateTask(plan=form.plan(key, calendar), feature_set=form.feature_set,
-                                        config=form.train_config(), warehouse=str(settings.warehouse_path),
+                                        config=form.train_config(), warehouse=backends.location(settings.open_warehouse()),
                                         folder=str(folder), threads=threads, gpu=vintage_pool.gpu_for(index, form.device))
              for index, key in enumerate(keys)]
     print(f"alstm-pipeline: training {len(keys)} vintages, {workers} at a time ({threads} torch thread(s) each)", flush=True)

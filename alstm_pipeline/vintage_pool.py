@@ -42,7 +42,7 @@ import pandas as pd
 from alstm_pipeline import feature_sets
 from alstm_pipeline.settings import _int
 from alstm_pipeline.vintages import VintagePlan
-from alstm_pipeline.warehouse import Warehouse, tables
+from alstm_pipeline.warehouse import Warehouse, backends, tables
 
 PARALLEL_ENV = "ALSTM_PIPELINE_PARALLEL_VINTAGES"
 STAGING = ".staging"
@@ -102,7 +102,7 @@ class CandidateTask:
     plan: VintagePlan
     feature_set: str
     config: object  # TrainConfig (kept untyped: this module loads without torch)
-    warehouse: str
+    warehouse: dict[str, str]  # backends.location of the warehouse it reads (the DuckDB file or DuckLake)
     folder: str
     threads: int
     verbose: bool = True
@@ -133,7 +133,7 @@ def _train_candidate(task: CandidateTask) -> dict[str, object]:
     key = task.plan.serves_from
     began = time.perf_counter()
     fs = feature_sets.get(task.feature_set)
-    store = Warehouse(Path(task.warehouse))
+    store = backends.reopen(task.warehouse)
     calendar = tables.read_calendar(store)
     _, _, _, train, valid = vintage_samples(store, fs, calendar, task.plan)
     log = (lambda line: print(f"[vintage {key}] {line}", flush=True)) if task.verbose else (lambda line: None)

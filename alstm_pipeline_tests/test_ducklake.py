@@ -4,6 +4,7 @@ readers during writes, dated views. Real catalogs (SQLite, DuckDB file, Postgres
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from alstm_pipeline import cli
 from alstm_pipeline.defs.resources import WarehouseResource, project_resources
 from alstm_pipeline.settings import load_settings
 from alstm_pipeline.warehouse import Warehouse, WarehouseError, registry, tables
+from alstm_pipeline.warehouse import backends
 from alstm_pipeline.warehouse.backends import open_warehouse
 from alstm_pipeline.warehouse.ducklake import DuckLakeWarehouse
 from alstm_pipeline_tests.backends import warehouse_spec
@@ -302,3 +304,15 @@ def test_the_setting_chooses_the_backend_and_the_resource_follows(tmp_path, monk
     monkeypatch.setenv("ALSTM_PIPELINE_WAREHOUSE", "parquet:/tmp/x")
     with pytest.raises(ValueError, match="ALSTM_PIPELINE_WAREHOUSE='parquet:/tmp/x' names no warehouse"):
         load_settings()
+
+
+def test_a_worker_reopens_the_same_warehouse_from_its_location(tmp_path, make_warehouse):
+    """Parallel vintage workers and candidate steps get the warehouse as plain strings
+    (backends.location, JSON in a Dagster step) and read the rows the run wrote, on every
+    backend; before, they always opened the DuckDB file."""
+    store = make_warehouse(tmp_path)
+    tables.write_predictions(store, _scores("2020-03-02", 0), pd.Timestamp("2020-03-02"), pd.Timestamp("2020-03-02"))
+    where = json.loads(json.dumps(backends.location(store)))
+    reopened = backends.reopen(where)
+    assert type(reopened) is type(store)
+    pd.testing.assert_frame_equal(tables.read_predictions(reopened), tables.read_predictions(store), check_exact=True)

@@ -145,7 +145,7 @@ def test_the_dagster_job_trains_the_same_candidates_as_parallel_steps(homes, key
     """train_vintage_candidates (one step per vintage), then the in-order registration:
     the sequential run's registry again."""
     pipeline = homes[3]
-    config = {**ROLLING, "test_start": TEST_START, "test_end": TEST_END, "step": 20, "warehouse_path": str(pipeline.warehouse.path)}
+    config = {**ROLLING, "test_start": TEST_START, "test_end": TEST_END, "step": 20}
     result = pipeline.defs.resolve_job_def("train_vintage_candidates").execute_in_process(
         run_config={"ops": {"plan_vintage_candidates": {"config": config}}}, instance=pipeline.instance)
     assert result.success

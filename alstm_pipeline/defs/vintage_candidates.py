@@ -22,9 +22,9 @@ from alstm_pipeline import vintage_pool, vintages
 from alstm_pipeline.defs.executor import MAX_CONCURRENT_ENV, training_op_tags
 from alstm_pipeline.defs.model import TEST_START, AlstmModelConfig
 from alstm_pipeline.defs.partitions import VINTAGES
-from alstm_pipeline.defs.resources import ModelStoreResource
+from alstm_pipeline.defs.resources import ModelStoreResource, WarehouseResource
 from alstm_pipeline.settings import load_settings
-from alstm_pipeline.warehouse import Warehouse, tables
+from alstm_pipeline.warehouse import backends, tables
 
 _SETTINGS = load_settings()
 
@@ -37,16 +37,17 @@ class VintageCandidatesConfig(AlstmModelConfig):
     test_start: str = Field(default=TEST_START, description="first day of the rolling evaluation")
     test_end: str = Field(default="", description="last day (empty: the last trading day of the data)")
     step: int = Field(default=_SETTINGS.retrain_step, description="trading days between vintages (RollingGen step)")
-    warehouse_path: str = Field(default=str(_SETTINGS.warehouse_path), description="the warehouse file the steps read")
 
 
 @dg.op(out=dg.DynamicOut(str))
-def plan_vintage_candidates(context: dg.OpExecutionContext, config: VintageCandidatesConfig, model_store: ModelStoreResource):
-    """One output per vintage of the test period: its training task as JSON."""
+def plan_vintage_candidates(context: dg.OpExecutionContext, config: VintageCandidatesConfig, model_store: ModelStoreResource,
+                            warehouse: WarehouseResource):
+    """One output per vintage of the test period: its training task as JSON (with where the
+    warehouse is, which every step opens for reading: the resource takes no writer lock here)."""
     if config.warm_start or config.candidates:
         raise dg.Failure("train_vintage_candidates trains from scratch: set neither warm_start nor candidates")
-    warehouse = Warehouse(Path(config.warehouse_path), on_wait=context.log.info)
-    calendar = tables.read_calendar(warehouse)
+    store = warehouse.get(context.log.info)
+    calendar = tables.read_calendar(store)
     keys = vintages.rolling_keys(calendar, config.test_start, config.test_end or calendar[-1], config.step)
     context.instance.add_dynamic_partitions(VINTAGES.name, keys)
     folder = model_store.path() / vintage_pool.CANDIDATES / context.run_id
@@ -54,7 +55,7 @@ def plan_vintage_candidates(context: dg.OpExecutionContext, config: VintageCandi
     context.log.info(f"{len(keys)} vintages {keys[0]} … {keys[-1]} → candidates in {folder}")
     for index, key in enumerate(keys):
         task = {"plan": config.plan(key, calendar).to_dict(), "feature_set": config.feature_set, "config": settings.to_dict(),
-                "warehouse": config.warehouse_path, "folder": str(folder), "gpu": vintage_pool.gpu_for(index, config.device)}
+                "warehouse": backends.location(store), "folder": str(folder), "gpu": vintage_pool.gpu_for(index, config.device)}
         yield dg.DynamicOutput(json.dumps(task), mapping_key=key.replace("-", "_"))
 
 

@@ -15,6 +15,7 @@ by default. Nothing is opened here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from alstm_pipeline.warehouse.ducklake import DuckLakeWarehouse
@@ -54,3 +55,19 @@ def open_warehouse(spec: str, home: Path, data: str = "", on_wait=None) -> Wareh
         return Warehouse(home / EMBEDDED_FILE, on_wait=on_wait)
     catalog, data_path = parts
     return DuckLakeWarehouse(path=home, catalog=catalog, data_path=data_path, on_wait=on_wait)
+
+
+def location(store: Warehouse) -> dict[str, str]:
+    """What another process (a worker, a step's pod) needs to open the same warehouse:
+    plain strings, so it travels as JSON."""
+    if isinstance(store, DuckLakeWarehouse):
+        return {"path": str(store.path), "catalog": store.catalog, "data_path": store.data_path}
+    return {"path": str(store.path)}
+
+
+def reopen(where: Mapping[str, str], on_wait=None) -> Warehouse:
+    """The warehouse ``location`` described."""
+    if where.get("catalog"):
+        return DuckLakeWarehouse(path=Path(where["path"]), catalog=where["catalog"], data_path=where["data_path"],
+                                 on_wait=on_wait)
+    return Warehouse(Path(where["path"]), on_wait=on_wait)
