@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -45,7 +43,6 @@ from alstm_pipeline.vintages import VintagePlan
 from alstm_pipeline.warehouse import Warehouse, backends, tables
 
 PARALLEL_ENV = "ALSTM_PIPELINE_PARALLEL_VINTAGES"
-STAGING = ".staging"
 # Under the models folder: candidates of one evaluation, removed once all are registered.
 CANDIDATES = ".candidates"
 
@@ -126,7 +123,7 @@ def train_candidate(task: CandidateTask) -> dict[str, object]:
 def _train_candidate(task: CandidateTask) -> dict[str, object]:
     import torch
 
-    from alstm_pipeline.model import save_checkpoint
+    from alstm_pipeline.model.publishing import publish_checkpoint
 
     if task.gpu is not None:
         torch.cuda.set_device(task.gpu)
@@ -139,15 +136,8 @@ def _train_candidate(task: CandidateTask) -> dict[str, object]:
     log = (lambda line: print(f"[vintage {key}] {line}", flush=True)) if task.verbose else (lambda line: None)
     result = fs.train(train, valid, task.config, log=log)
     card = result.card(data_ranges=card_ranges(fs, task.plan))
-    # Written under a staging name and renamed: a folder named after a vintage is complete.
-    root = Path(task.folder)
-    staging = root / STAGING / uuid.uuid4().hex
-    written = save_checkpoint(result.predictor, staging, card)
-    final = root / key
-    if final.exists():
-        shutil.rmtree(final)
-    written.rename(final)
-    shutil.rmtree(staging, ignore_errors=True)
+    # Published by a rename, as registered checkpoints are: a folder named after a vintage is complete.
+    final = publish_checkpoint(result.predictor, task.folder, card, name=key)
     return {"vintage": key, "version": card["version"], "seconds": time.perf_counter() - began,
             "epochs_run": max(run["epochs_run"] for run in card["per_seed"]), "threads": task.threads, "path": str(final)}
 

@@ -1,7 +1,7 @@
 """A vintage's checkpoint folder on disk: published by a rename, removed when never registered.
 
 A checkpoint becomes a model only when its model_registry row commits (warehouse/registry.py).
-``publish_checkpoint`` writes the folder under ``<root>/.staging/<random>/`` and renames it to
+``publish_checkpoint`` writes the folder under ``<root>/.staging-<random>/`` and renames it to
 ``<root>/<version>``; the registry row is written after. A run killed between the two (kill -9,
 OOM killer, a machine restart) leaves a folder no row names: serving looks models up in the
 registry, never on disk, so it is never served, but it would stay forever. The next run that
@@ -21,26 +21,24 @@ from alstm_pipeline.model.checkpoint import CARD_FILE, WEIGHTS_FILE, Predictor, 
 STAGING_DIR = ".staging"
 
 
-def publish_checkpoint(model: Predictor, root: str | Path, card: Mapping[str, object]) -> Path:
-    """Write the checkpoint under a staging name, then rename it to ``<root>/<version>``."""
+def publish_checkpoint(model: Predictor, root: str | Path, card: Mapping[str, object], name: str | None = None) -> Path:
+    """Write the checkpoint under a staging name, then rename it to ``<root>/<name>``
+    (default: its version): a folder under its final name is always complete."""
     root = Path(root)
-    staging = root / STAGING_DIR / uuid.uuid4().hex
+    # A staging folder of its own: parallel writers (vintage_pool) share no folder to clean up.
+    staging = root / f"{STAGING_DIR}-{uuid.uuid4().hex}"
     written = save_checkpoint(model, staging, card)
-    final = root / written.name
+    final = root / (name or written.name)
     if final.exists():
         shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     written.rename(final)
     shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.parent.rmdir()  # only when empty: the models folder then holds only versions
-    except OSError:
-        pass
     return final
 
 
 def orphaned_checkpoints(root: str | Path, registered: Iterable[str]) -> list[Path]:
-    """Checkpoint folders under ``root`` that no registry row names, and the staging folder.
+    """Checkpoint folders under ``root`` that no registry row names, and staging folders.
 
     ``registered`` holds the registry's ``checkpoint`` paths; a folder matches by its name
     (the version), so a home moved elsewhere still recognises its own folders. Only folders
@@ -54,7 +52,7 @@ def orphaned_checkpoints(root: str | Path, registered: Iterable[str]) -> list[Pa
     for folder in sorted(root.iterdir()):
         if not folder.is_dir() or folder.is_symlink():
             continue
-        if folder.name == STAGING_DIR:
+        if folder.name.startswith(STAGING_DIR):
             found.append(folder)
         elif folder.name not in known and any((folder / name).exists() for name in (CARD_FILE, WEIGHTS_FILE)):
             found.append(folder)
